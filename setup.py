@@ -1,0 +1,43 @@
+"""Build script for the native part of exectrace.
+
+Everything declarative lives in pyproject.toml; this file only describes the
+Cython extension ``exectrace._tracecore`` (src/_tracecore.pyx over the C hot
+path in src/native/).
+"""
+
+import os
+import sys
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+define_macros = []
+extra_compile_args = []
+if sys.platform != "win32":
+    extra_compile_args += ["-O3", "-fno-strict-aliasing", "-Wno-unused-function"]
+if os.environ.get("EXECTRACE_DEBUG_BUILD"):
+    extra_compile_args += ["-O0", "-g", "-UNDEBUG"]
+
+extension = Extension(
+    "exectrace._tracecore",
+    sources=["src/_tracecore.pyx"],
+    include_dirs=["src/native"],
+    depends=[os.path.join("src/native", name) for name in sorted(os.listdir("src/native"))],
+    libraries=["z"],
+    define_macros=define_macros,
+    extra_compile_args=extra_compile_args,
+)
+
+setup(
+    ext_modules=cythonize(
+        [extension],
+        language_level=3,
+        compiler_directives={
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+            "embedsignature": True,
+        },
+    ),
+)
