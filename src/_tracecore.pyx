@@ -1,0 +1,1018 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""exectrace._tracecore: the native core.
+
+A small API over the C recorder in src/native/recorder.h:
+
+    start(...)      open a window: install the hooks, start recording
+    stop()          close it: remove the hooks, return the Capture
+    stats()         counters of the window in progress
+    Capture.encode  the captured window as Perfetto protobuf bytes
+    decode(data)    Perfetto protobuf bytes back into columns (the reader)
+
+It takes validated plain values; every policy decision (settings, schedule,
+files, names of things) is made in Python, in the exectrace package.
+"""
+
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_INCREF, Py_DECREF
+from libc.stdint cimport int64_t, uint64_t, uint32_t, int32_t, uint8_t
+from libc.stdlib cimport malloc, free, calloc
+from libc.string cimport memset, memcpy, memmove
+
+import gc as _gc
+import sys as _sys
+import threading as _threading
+
+from exectrace.errors import ExectraceError
+
+cdef extern from "Python.h":
+    ctypedef struct PyMethodDef:
+        const char* ml_name
+    ctypedef struct PyCodeObject:
+        pass
+    int PyType_HasFeature(PyTypeObject* t, unsigned long feature)
+    unsigned long Py_TPFLAGS_HEAPTYPE
+
+cdef extern from "clock.h":
+    ctypedef struct et_clock_pair:
+        int64_t ticks
+        int64_t mono_ns
+    int ET_HAVE_TICKS
+    int64_t et_monotonic_ns()
+    int64_t et_realtime_ns()
+    int64_t et_boottime_ns()
+
+cdef extern from "pbwire.h":
+    ctypedef struct pb_buf:
+        uint8_t* data
+        size_t len
+        size_t cap
+    int pb_reserve(pb_buf* b, size_t extra) nogil
+    void pb_free(pb_buf* b) nogil
+    size_t pb_varint_size(uint64_t v) nogil
+    void pb_varint(pb_buf* b, uint64_t v) nogil
+    void pb_field_varint(pb_buf* b, uint32_t field, uint64_t v) nogil
+    void pb_field_double(pb_buf* b, uint32_t field, double v) nogil
+    void pb_field_bytes(pb_buf* b, uint32_t field, const void* data, size_t n) nogil
+    size_t pb_open(pb_buf* b, uint32_t field) nogil
+    void pb_close(pb_buf* b, size_t at) nogil
+    uint64_t PB_TAG(uint32_t field, uint32_t wire) nogil
+    ctypedef struct pb_reader:
+        const uint8_t* p
+        const uint8_t* end
+    ctypedef struct pb_field:
+        uint32_t number
+        uint32_t wire
+        uint64_t value
+        const uint8_t* data
+        size_t size
+    int pb_next(pb_reader* r, pb_field* f) nogil
+    pb_reader pb_sub(const pb_field* f) nogil
+    int pb_read_varint(pb_reader* r, uint64_t* out) nogil
+    enum:
+        PB_VARINT
+        PB_FIXED64
+        PB_LEN
+        PB_FIXED32
+
+cdef extern from "recorder.h":
+    int ET_HAS_SYS_MONITORING
+    uint32_t ET_HIDDEN
+    enum:
+        ET_FUNC_PY
+        ET_FUNC_C
+    ctypedef struct et_record:
+        int64_t start
+        int64_t end
+        uint32_t func
+        uint32_t thread
+        uint32_t depth
+        uint32_t flags
+    ctypedef struct et_gc_record:
+        int64_t start
+        int64_t end
+        uint32_t thread
+        int32_t generation
+        int64_t collected
+        int64_t uncollectable
+    ctypedef struct et_thread:
+        PyObject* pythread
+        uint64_t ident
+        uint64_t native_id
+        uint32_t index
+        uint32_t attached
+        uint32_t depth
+    ctypedef struct et_func:
+        void* key
+        PyObject* obj
+        uint8_t kind
+        uint8_t excluded
+    ctypedef struct et_capture:
+        et_record* ring
+        uint64_t capacity
+        uint64_t pos
+        uint64_t written
+        et_thread** threads
+        uint32_t n_threads
+        et_func* funcs
+        uint32_t n_funcs
+        et_gc_record* gc
+        uint32_t n_gc
+        uint64_t gc_lost
+        uint64_t dropped_calls
+        et_clock_pair start_clock
+        et_clock_pair stop_clock
+        int64_t start_realtime_ns
+        int64_t stop_realtime_ns
+        int use_ticks
+    ctypedef int (*Py_tracefunc)(PyObject*, void*, int, PyObject*)
+    struct _R:
+        int active
+        et_capture* cap
+        PyObject* disable
+        PyObject* threading_active
+    _R R
+    void et_capture_free(et_capture* c)
+    int et_begin(uint64_t capacity, int use_ticks, int c_calls, int64_t min_duration_ns,
+                 uint32_t max_depth, object include_prefixes, object exclude_prefixes) except -1
+    int et_seed_frame(uint64_t ident, uint64_t native_id, object code, object pythread) except -1
+    void et_activate()
+    et_capture* et_end()
+    void et_after_fork_child()
+    int et_init_strings() except -1
+    object et_monitor_callback(int index)
+    object et_make_function(int which)
+    Py_tracefunc et_profile_func(int floor)
+    # <= 3.11 only (compiled out on 3.12+, never called there)
+    int et_set_profile_all(Py_tracefunc func, Py_tracefunc ours) except -1
+    unsigned long et_foreign_profiler_thread(Py_tracefunc a, Py_tracefunc b)
+    void PyEval_SetProfile(Py_tracefunc func, PyObject* obj)
+
+cdef extern from "zlib.h":
+    ctypedef unsigned long uLong
+    ctypedef unsigned long uLongf
+    ctypedef unsigned char Bytef
+    uLong compressBound(uLong sourceLen) nogil
+    int compress2(Bytef* dest, uLongf* destLen, const Bytef* source, uLong sourceLen,
+                  int level) nogil
+    int Z_OK
+
+
+if et_init_strings() < 0:
+    raise MemoryError
+_threading_active = getattr(_threading, "_active", None)
+if isinstance(_threading_active, dict):
+    Py_INCREF(_threading_active)
+    R.threading_active = <PyObject*>_threading_active
+
+HAS_TICKS = bool(ET_HAVE_TICKS)
+HAS_SYS_MONITORING = bool(ET_HAS_SYS_MONITORING)
+
+# ------------------------------------------------------------------ hooks
+
+cdef object _gc_callback = et_make_function(0)
+cdef object _monitor_tool = None     # tool id in use, 3.12+
+cdef object _saved_thread_hook = None
+cdef bint _hooks_installed = False
+cdef bint _floor_installed = False
+
+# sys.monitoring event roles: (events, callback index in recorder.h)
+_MONITOR_ROLES = (
+    (("PY_START", "PY_RESUME"), 0),
+    (("PY_THROW",), 1),
+    (("PY_RETURN", "PY_YIELD"), 2),
+    (("PY_UNWIND",), 3),
+)
+_MONITOR_C_ROLES = (
+    (("CALL",), 4),
+    (("C_RETURN", "C_RAISE"), 5),
+)
+
+
+def _threading_profile_hook():
+    get = getattr(_threading, "getprofile", None)
+    return get() if get is not None else getattr(_threading, "_profile_hook", None)
+
+
+cdef _install_monitoring(int tool_id, bint c_calls, bint floor):
+    global _monitor_tool
+    mon = _sys.monitoring
+    current = mon.get_tool(tool_id)
+    if current is not None:
+        raise ExectraceError(
+            f"sys.monitoring tool id {tool_id} is held by {current!r}; "
+            "exectrace cannot record while another tool uses it"
+        )
+    mon.use_tool_id(tool_id, "exectrace")
+    _monitor_tool = tool_id
+    if R.disable == NULL:
+        disable = mon.DISABLE
+        Py_INCREF(disable)
+        R.disable = <PyObject*>disable
+    events = mon.events
+    mask = 0
+    roles = _MONITOR_ROLES + (_MONITOR_C_ROLES if c_calls else ())
+    for names, index in roles:
+        if floor:
+            index = 7 if names == ("CALL",) else 6
+        callback = et_monitor_callback(index)
+        for name in names:
+            event = getattr(events, name)
+            mon.register_callback(tool_id, event, callback)
+            mask |= event
+    # Call sites disabled in an earlier window (DISABLE lasts until this).
+    mon.restart_events()
+    mon.set_events(tool_id, mask)
+
+
+cdef _remove_monitoring():
+    global _monitor_tool
+    if _monitor_tool is None:
+        return
+    mon = _sys.monitoring
+    tool_id = _monitor_tool
+    _monitor_tool = None
+    mon.set_events(tool_id, 0)
+    for event in (
+        "PY_START", "PY_RESUME", "PY_THROW", "PY_RETURN", "PY_YIELD", "PY_UNWIND",
+        "CALL", "C_RETURN", "C_RAISE",
+    ):
+        mon.register_callback(tool_id, getattr(mon.events, event), None)
+    mon.free_tool_id(tool_id)
+
+
+cdef _install_profile(bint floor):
+    """<= 3.11: the C profile function on every thread, and on new threads."""
+    global _saved_thread_hook
+    cdef Py_tracefunc func = et_profile_func(floor)
+    cdef unsigned long other = et_foreign_profiler_thread(et_profile_func(0), et_profile_func(1))
+    if other:
+        raise ExectraceError(
+            f"another profiler (sys.setprofile) is active on thread {other}; on Python "
+            f"{_sys.version_info[0]}.{_sys.version_info[1]} exectrace cannot share the hook"
+        )
+    _saved_thread_hook = _threading_profile_hook()
+    et_set_profile_all(func, NULL)
+    _threading.setprofile(et_make_function(2 if floor else 1))
+
+
+cdef _remove_profile(bint floor):
+    global _saved_thread_hook
+    et_set_profile_all(NULL, et_profile_func(floor))
+    _threading.setprofile(_saved_thread_hook)
+    _saved_thread_hook = None
+
+
+cdef _install_hooks(int tool_id, bint c_calls, bint floor):
+    if HAS_SYS_MONITORING:
+        _install_monitoring(tool_id, c_calls, floor)
+    else:
+        _install_profile(floor)
+
+
+cdef _remove_hooks(bint floor):
+    if HAS_SYS_MONITORING:
+        _remove_monitoring()
+    else:
+        _remove_profile(floor)
+
+
+def _seed_current_frames():
+    """Threads' call stacks at start, outermost first:
+    {ident: (native_id, Thread or None, [code, ...])}."""
+    threads = {t.ident: t for t in _threading.enumerate()}
+    seeds = {}
+    for ident, frame in _sys._current_frames().items():
+        codes = []
+        while frame is not None:
+            codes.append(frame.f_code)
+            frame = frame.f_back
+        codes.reverse()
+        thread = threads.get(ident)
+        seeds[ident] = (getattr(thread, "native_id", 0) or 0, thread, codes)
+    return seeds
+
+
+def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
+          uint32_t max_depth=0, include_prefixes=(), exclude_prefixes=(), bint use_ticks=True,
+          int tool_id=2, bint seed_stacks=True):
+    """Opens a window.
+
+    buffer_size: bytes for the ring of records (32 bytes each).
+    include_prefixes/exclude_prefixes: file-path prefixes (bytes) of Python code to trace/skip.
+    use_ticks: read the CPU's tick counter (the caller checked it is safe).
+    tool_id: the sys.monitoring tool id to take (3.12+).
+    seed_stacks: start with the call stacks threads already have.
+    """
+    global _hooks_installed
+    if _hooks_installed or _floor_installed or R.cap != NULL:
+        raise ExectraceError("a trace window is already open in this process")
+    cdef uint64_t capacity = buffer_size // sizeof(et_record)
+    if capacity < 16:
+        raise ValueError("buffer_size is too small")
+    et_begin(capacity, use_ticks, c_calls, min_duration_ns, max_depth,
+             tuple(include_prefixes), tuple(exclude_prefixes))
+    try:
+        if seed_stacks:
+            for ident, (native_id, thread, codes) in _seed_current_frames().items():
+                for code in codes:
+                    et_seed_frame(ident, native_id, code, thread)
+        _install_hooks(tool_id, c_calls, False)
+        _hooks_installed = True
+        _gc.callbacks.append(_gc_callback)
+    except BaseException:
+        _hooks_installed = False
+        et_capture_free(et_end())
+        raise
+    et_activate()
+
+
+def stop():
+    """Closes the window; returns its Capture, or None when none was open."""
+    global _hooks_installed
+    cdef et_capture* c = et_end()
+    if _hooks_installed:
+        _hooks_installed = False
+        try:
+            _gc.callbacks.remove(_gc_callback)
+        except ValueError:
+            pass
+        _remove_hooks(False)
+    if c == NULL:
+        return None
+    cdef Capture capture = Capture.__new__(Capture)
+    capture.c = c
+    return capture
+
+
+def is_active():
+    return bool(R.active)
+
+
+def stats():
+    """Counters of the window in progress (an empty dict when none is)."""
+    cdef et_capture* c = R.cap
+    if c == NULL:
+        return {}
+    return _capture_stats(c)
+
+
+cdef dict _capture_stats(et_capture* c):
+    lost = c.written - c.capacity if c.written > c.capacity else 0
+    return {
+        "records_written": c.written,
+        "records_lost": lost,
+        "records_kept": c.written - lost,
+        "capacity": c.capacity,
+        "buffer_bytes": c.capacity * sizeof(et_record),
+        "threads": c.n_threads,
+        "functions": c.n_funcs,
+        "gc_collections": c.n_gc,
+        "gc_lost": c.gc_lost,
+        "dropped_calls": c.dropped_calls,
+    }
+
+
+def after_fork_child():
+    """In a forked child: drop the parent's window and hooks without writing."""
+    global _hooks_installed, _monitor_tool
+    et_after_fork_child()
+    if _hooks_installed:
+        _hooks_installed = False
+        try:
+            _gc.callbacks.remove(_gc_callback)
+        except ValueError:
+            pass
+        _remove_hooks(False)
+
+
+def floor_start(bint c_calls=True, int tool_id=2):
+    """Benchmarks only: install a hook on the same events that does nothing."""
+    global _floor_installed
+    if _hooks_installed or _floor_installed:
+        raise ExectraceError("a hook is already installed")
+    if HAS_SYS_MONITORING:
+        if R.disable == NULL:
+            disable = _sys.monitoring.DISABLE
+            Py_INCREF(disable)
+            R.disable = <PyObject*>disable
+    _install_hooks(tool_id, c_calls, True)
+    _floor_installed = True
+
+
+def floor_stop():
+    global _floor_installed
+    if _floor_installed:
+        _floor_installed = False
+        _remove_hooks(True)
+
+
+# ----------------------------------------------------------------- writer
+#
+# A window becomes one Perfetto trace (protos/perfetto/trace/trace.proto):
+#
+#   sequence 1     clock snapshot (MONOTONIC, REALTIME), track descriptors
+#                  (process, GC, exectrace, one per thread), the window slice
+#                  carrying the metadata, GC slices (absolute MONOTONIC ns)
+#   sequence 2+i   thread i's calls as SLICE_BEGIN/SLICE_END, timestamps as
+#                  deltas on a sequence-scoped incremental clock (id 64),
+#                  names and source locations interned on first use
+#
+# Records arrive in the order calls returned (children before parents); per
+# thread they are rebuilt into a tree and walked in order to produce begin
+# and end events with non-decreasing timestamps.
+
+cdef enum:
+    # TracePacket
+    F_PACKET = 1
+    F_CLOCK_SNAPSHOT = 6
+    F_TIMESTAMP = 8
+    F_SEQUENCE_ID = 10
+    F_TRACK_EVENT = 11
+    F_INTERNED_DATA = 12
+    F_SEQUENCE_FLAGS = 13
+    F_COMPRESSED_PACKETS = 50
+    F_TIMESTAMP_CLOCK_ID = 58
+    F_PACKET_DEFAULTS = 59
+    F_TRACK_DESCRIPTOR = 60
+    # TrackEvent
+    F_TE_CATEGORY_IIDS = 3
+    F_TE_DEBUG_ANNOTATIONS = 4
+    F_TE_TYPE = 9
+    F_TE_NAME_IID = 10
+    F_TE_TRACK_UUID = 11
+    F_TE_NAME = 23
+    F_TE_SOURCE_LOCATION_IID = 34
+    # values
+    TYPE_SLICE_BEGIN = 1
+    TYPE_SLICE_END = 2
+    TYPE_INSTANT = 3
+    SEQ_INCREMENTAL_STATE_CLEARED = 1
+    CLOCK_REALTIME = 1
+    CLOCK_MONOTONIC = 3
+    CLOCK_INCREMENTAL = 64
+    SEQ_GLOBAL = 1
+    SEQ_FIRST_THREAD = 2
+    CATEGORY_C = 1
+    # uncompressed bytes per compressed_packets chunk (Perfetto reads < 512 KiB)
+    CHUNK_BYTES = 256 * 1024
+
+DEF_UUID_PROCESS = 0
+DEF_UUID_GC = 1
+DEF_UUID_META = 2
+DEF_UUID_THREAD0 = 16
+
+
+cdef struct Out:
+    pb_buf chunk      # packets not yet flushed
+    pb_buf out        # the file so far
+    int compress      # zlib level, 0: no compression
+    int failed
+
+
+cdef int out_flush(Out* o) noexcept nogil:
+    """Moves the chunk into the file, zlib-compressed into a compressed_packets packet."""
+    cdef uLongf clen
+    cdef size_t inner, at
+    if o.chunk.len == 0:
+        return 0
+    if o.compress <= 0:
+        if pb_reserve(&o.out, o.chunk.len) < 0:
+            return -1
+        memcpy(o.out.data + o.out.len, o.chunk.data, o.chunk.len)
+        o.out.len += o.chunk.len
+        o.chunk.len = 0
+        return 0
+    clen = compressBound(o.chunk.len)
+    if pb_reserve(&o.out, clen + 32) < 0:
+        return -1
+    # packet { compressed_packets = zlib(chunk) }: the lengths are known only
+    # after compressing, so compress past the largest header and move down.
+    at = o.out.len + 16
+    if compress2(o.out.data + at, &clen, o.chunk.data, o.chunk.len, o.compress) != Z_OK:
+        return -1
+    inner = 2 + pb_varint_size(clen) + clen
+    pb_varint(&o.out, PB_TAG(F_PACKET, PB_LEN))
+    pb_varint(&o.out, inner)
+    pb_varint(&o.out, PB_TAG(F_COMPRESSED_PACKETS, PB_LEN))
+    pb_varint(&o.out, clen)
+    memmove(o.out.data + o.out.len, o.out.data + at, clen)
+    o.out.len += clen
+    o.chunk.len = 0
+    return 0
+
+
+cdef inline int out_packet_done(Out* o) noexcept nogil:
+    if o.chunk.len >= CHUNK_BYTES:
+        if out_flush(o) < 0:
+            o.failed = 1
+            return -1
+    return 0
+
+
+cdef inline int put_event(pb_buf* b, uint64_t delta, uint32_t seq, uint32_t type,
+                          uint32_t iid, uint32_t category, bint source_location,
+                          const uint8_t* interned, size_t interned_len) noexcept nogil:
+    """One TrackEvent packet on a thread's sequence (its track is the default)."""
+    cdef size_t te = 2
+    if type != TYPE_SLICE_END:
+        te += 1 + pb_varint_size(iid)
+        if source_location:
+            te += 2 + pb_varint_size(iid)
+        if category:
+            te += 1 + pb_varint_size(category)
+    cdef size_t body = 1 + pb_varint_size(delta) + 1 + pb_varint_size(seq) + 1 + pb_varint_size(te) + te
+    if interned_len:
+        body += 1 + pb_varint_size(interned_len) + interned_len
+    if pb_reserve(b, body + 10) < 0:
+        return -1
+    pb_varint(b, PB_TAG(F_PACKET, PB_LEN))
+    pb_varint(b, body)
+    pb_field_varint(b, F_TIMESTAMP, delta)
+    pb_field_varint(b, F_SEQUENCE_ID, seq)
+    pb_varint(b, PB_TAG(F_TRACK_EVENT, PB_LEN))
+    pb_varint(b, te)
+    pb_field_varint(b, F_TE_TYPE, type)
+    if type != TYPE_SLICE_END:
+        if category:
+            pb_field_varint(b, F_TE_CATEGORY_IIDS, category)
+        pb_field_varint(b, F_TE_NAME_IID, iid)
+        if source_location:
+            pb_field_varint(b, F_TE_SOURCE_LOCATION_IID, iid)
+    if interned_len:
+        pb_field_bytes(b, F_INTERNED_DATA, interned, interned_len)
+    return 0
+
+
+cdef struct Clock:
+    int64_t t0       # ticks at the window's start
+    int64_t ns0      # monotonic ns at the window's start
+    double scale     # ns per tick
+
+
+cdef inline int64_t to_ns(const Clock* k, int64_t ticks) noexcept nogil:
+    return k.ns0 + <int64_t>(<double>(ticks - k.t0) * k.scale)
+
+
+cdef struct ThreadPass:
+    # scratch arrays sized for the largest thread
+    int32_t* first_child
+    int32_t* next_sibling
+    int32_t* pending
+    uint8_t* defined     # per function: name interned on this sequence yet
+
+
+cdef int encode_thread(Out* o, const et_capture* c, const Clock* k, const uint32_t* idx,
+                       uint32_t n, uint32_t seq, ThreadPass* w,
+                       const uint8_t** blobs, const size_t* blob_lens,
+                       const uint8_t* is_c) noexcept nogil:
+    """The events of one thread; idx lists its records in the order they were written."""
+    cdef const et_record* ring = c.ring
+    cdef const et_record* r
+    cdef const et_record* top
+    cdef int64_t npend = 0, i, node, child, head, nstack
+    cdef int64_t now_ns, prev_ns = k.ns0
+    cdef uint32_t f
+    # 1. Rebuild the call tree: a record adopts the pending records that lie
+    #    inside it (started later, or at the same tick deeper).
+    for i in range(n):
+        r = &ring[idx[i]]
+        head = -1
+        while npend > 0:
+            top = &ring[idx[w.pending[npend - 1]]]
+            if top.start > r.start or (top.start == r.start and top.depth > r.depth):
+                npend -= 1
+                w.next_sibling[w.pending[npend]] = head
+                head = w.pending[npend]
+            else:
+                break
+        w.first_child[i] = head
+        w.pending[npend] = i
+        npend += 1
+    # 2. Walk it depth-first: pending[0..npend) are the roots in time order;
+    #    the walk's own stack reuses the tail of `pending`, which is free.
+    cdef int64_t root_i
+    cdef int32_t* stack = w.pending + npend
+    for root_i in range(npend):
+        nstack = 0
+        node = w.pending[root_i]
+        stack[nstack] = node
+        nstack += 1
+        # begin of the root
+        r = &ring[idx[node]]
+        f = r.func
+        now_ns = to_ns(k, r.start)
+        if now_ns < prev_ns:
+            now_ns = prev_ns
+        if put_event(&o.chunk, <uint64_t>(now_ns - prev_ns), seq, TYPE_SLICE_BEGIN, f + 1,
+                     CATEGORY_C if is_c[f] else 0, not is_c[f],
+                     NULL if w.defined[f] else blobs[f], 0 if w.defined[f] else blob_lens[f]) < 0:
+            return -1
+        w.defined[f] = 1
+        prev_ns = now_ns
+        out_packet_done(o)
+        while nstack > 0:
+            node = stack[nstack - 1]
+            child = w.first_child[node]
+            if child != -1:
+                w.first_child[node] = w.next_sibling[child]
+                stack[nstack] = child
+                nstack += 1
+                r = &ring[idx[child]]
+                f = r.func
+                now_ns = to_ns(k, r.start)
+                if now_ns < prev_ns:
+                    now_ns = prev_ns
+                if put_event(&o.chunk, <uint64_t>(now_ns - prev_ns), seq, TYPE_SLICE_BEGIN, f + 1,
+                             CATEGORY_C if is_c[f] else 0, not is_c[f],
+                             NULL if w.defined[f] else blobs[f],
+                             0 if w.defined[f] else blob_lens[f]) < 0:
+                    return -1
+                w.defined[f] = 1
+            else:
+                nstack -= 1
+                r = &ring[idx[node]]
+                now_ns = to_ns(k, r.end)
+                if now_ns < prev_ns:
+                    now_ns = prev_ns
+                if put_event(&o.chunk, <uint64_t>(now_ns - prev_ns), seq, TYPE_SLICE_END,
+                             0, 0, 0, NULL, 0) < 0:
+                    return -1
+            prev_ns = now_ns
+            if out_packet_done(o) < 0:
+                return -1
+    return 0
+
+
+cdef bytes _utf8(object s):
+    if isinstance(s, bytes):
+        return s
+    return str(s).encode("utf-8", "surrogateescape")
+
+
+cdef class _Msg:
+    """A small protobuf message builder for the rare, structured packets."""
+    cdef pb_buf b
+    cdef size_t opened[16]
+    cdef int depth
+
+    def __dealloc__(self):
+        pb_free(&self.b)
+
+    cdef _Msg varint(self, uint32_t field, uint64_t value):
+        if pb_reserve(&self.b, 20) < 0:
+            raise MemoryError
+        pb_field_varint(&self.b, field, value)
+        return self
+
+    cdef _Msg double(self, uint32_t field, double value):
+        if pb_reserve(&self.b, 20) < 0:
+            raise MemoryError
+        pb_field_double(&self.b, field, value)
+        return self
+
+    cdef _Msg string(self, uint32_t field, object value):
+        cdef bytes data = _utf8(value)
+        if pb_reserve(&self.b, len(data) + 20) < 0:
+            raise MemoryError
+        pb_field_bytes(&self.b, field, <const char*>data, len(data))
+        return self
+
+    cdef _Msg open(self, uint32_t field):
+        if pb_reserve(&self.b, 20) < 0:
+            raise MemoryError
+        self.opened[self.depth] = pb_open(&self.b, field)
+        self.depth += 1
+        return self
+
+    cdef _Msg close(self):
+        self.depth -= 1
+        pb_close(&self.b, self.opened[self.depth])
+        return self
+
+    cdef bytes value(self):
+        return (<char*>self.b.data)[:self.b.len] if self.b.len else b""
+
+
+cdef _Msg _annotation(_Msg m, str name, object value):
+    """A DebugAnnotation (TrackEvent.debug_annotations) with a literal name."""
+    m.open(F_TE_DEBUG_ANNOTATIONS).string(10, name)
+    if isinstance(value, bool):
+        m.varint(2, 1 if value else 0)
+    elif isinstance(value, int):
+        if value < 0:
+            m.varint(4, <uint64_t>(<int64_t>value))
+        else:
+            m.varint(3, value)
+    elif isinstance(value, float):
+        m.double(5, value)
+    else:
+        m.string(6, str(value))
+    return m.close()
+
+
+cdef int _append_packet(Out* o, _Msg m) except -1:
+    if pb_reserve(&o.chunk, m.b.len + 10) < 0:
+        raise MemoryError
+    pb_varint(&o.chunk, PB_TAG(F_PACKET, PB_LEN))
+    pb_varint(&o.chunk, m.b.len)
+    memcpy(o.chunk.data + o.chunk.len, m.b.data, m.b.len)
+    o.chunk.len += m.b.len
+    if o.chunk.len >= CHUNK_BYTES and out_flush(o) < 0:
+        raise MemoryError
+    return 0
+
+
+cdef _Msg _global_packet(int64_t ts):
+    m = _Msg()
+    m.varint(F_SEQUENCE_ID, SEQ_GLOBAL).varint(F_TIMESTAMP, <uint64_t>ts)
+    return m
+
+
+cdef bytes _interned_blob(uint32_t iid, bint is_c, object name, object file, int line):
+    """InternedData defining a function's name (and source location, for Python)."""
+    m = _Msg()
+    m.open(2).varint(1, iid).string(2, name).close()          # event_names
+    if is_c:
+        m.open(1).varint(1, CATEGORY_C).string(2, "c").close()  # event_categories
+    else:
+        m.open(4).varint(1, iid).string(2, file).string(3, name)  # source_locations
+        if line > 0:
+            m.varint(4, line)
+        m.close()
+    return m.value()
+
+
+cdef class Capture:
+    """One closed window's records, owned until released.
+
+    Holds a reference to every code object (and C function owner) its records
+    name, so encode() can name them; release() drops them.
+    """
+    cdef et_capture* c
+
+    def __dealloc__(self):
+        if self.c != NULL:
+            et_capture_free(self.c)
+            self.c = NULL
+
+    cdef et_capture* _get(self) except NULL:
+        if self.c == NULL:
+            raise ExectraceError("this capture was released")
+        return self.c
+
+    def release(self):
+        """Frees the records and drops the references they hold."""
+        if self.c != NULL:
+            et_capture_free(self.c)
+            self.c = NULL
+
+    @property
+    def stats(self):
+        return _capture_stats(self._get())
+
+    @property
+    def records_lost(self):
+        cdef et_capture* c = self._get()
+        return c.written - c.capacity if c.written > c.capacity else 0
+
+    @property
+    def start_monotonic_ns(self):
+        return self._get().start_clock.mono_ns
+
+    @property
+    def stop_monotonic_ns(self):
+        return self._get().stop_clock.mono_ns
+
+    @property
+    def start_realtime_ns(self):
+        return self._get().start_realtime_ns
+
+    @property
+    def stop_realtime_ns(self):
+        return self._get().stop_realtime_ns
+
+    @property
+    def used_ticks(self):
+        return bool(self._get().use_ticks)
+
+    def threads(self):
+        """[(index, ident, native_id, Thread or None)] of every thread seen."""
+        cdef et_capture* c = self._get()
+        return [(c.threads[i].index, c.threads[i].ident, c.threads[i].native_id,
+                 <object>c.threads[i].pythread if c.threads[i].pythread != NULL else None)
+                for i in range(c.n_threads)]
+
+    def functions(self):
+        """Per function id: ("py", code) or ("c", method name, owner, defining type or None)."""
+        cdef et_capture* c = self._get()
+        cdef list result = []
+        cdef et_func* f
+        for i in range(c.n_funcs):
+            f = &c.funcs[i]
+            if f.kind == ET_FUNC_PY:
+                result.append(("py", <object>f.obj))
+            else:
+                owner = <object>f.obj if f.obj != NULL else None
+                name = (<PyMethodDef*>f.key).ml_name.decode("utf-8", "replace")
+                defining = None
+                if isinstance(owner, type):
+                    defining = _defining_type(owner, <PyMethodDef*>f.key)
+                result.append(("c", name, owner, defining))
+        return result
+
+    def encode(self, *, list names, list thread_names, int pid, str process_name,
+               list metadata, int compress_level=1):
+        """The window as Perfetto protobuf bytes.
+
+        names: per function id, (name, file, first line);
+        thread_names: per thread index; metadata: [(key, value)] shown on the
+        window slice; compress_level: zlib level of compressed_packets, 0 for none.
+        """
+        cdef et_capture* c = self._get()
+        if len(names) != c.n_funcs or len(thread_names) != c.n_threads:
+            raise ValueError("names and thread_names must cover every function and thread")
+        cdef Clock k
+        k.t0 = c.start_clock.ticks
+        k.ns0 = c.start_clock.mono_ns
+        k.scale = 1.0
+        if c.use_ticks and c.stop_clock.ticks > c.start_clock.ticks:
+            k.scale = (<double>(c.stop_clock.mono_ns - c.start_clock.mono_ns) /
+                       <double>(c.stop_clock.ticks - c.start_clock.ticks))
+        cdef int64_t start_ns = c.start_clock.mono_ns
+        cdef int64_t stop_ns = c.stop_clock.mono_ns
+        cdef uint64_t base = (<uint64_t>(pid & 0x3FFFFFFF) + 1) << 32
+        cdef Out o
+        memset(&o, 0, sizeof(Out))
+        o.compress = compress_level
+        cdef ThreadPass w
+        memset(&w, 0, sizeof(ThreadPass))
+        cdef uint32_t* order = NULL
+        cdef uint64_t* offsets = NULL
+        cdef const uint8_t** blobs = NULL
+        cdef size_t* blob_lens = NULL
+        cdef uint8_t* is_c = NULL
+        cdef uint64_t kept, first, j, pos, largest = 0
+        cdef uint32_t t
+        cdef int rc = 0
+        cdef list blob_objects = []
+        cdef _Msg m
+        cdef et_gc_record* g
+        try:
+            # --- sequence 1: clocks, tracks, metadata, GC
+            m = _global_packet(start_ns).varint(F_SEQUENCE_FLAGS, SEQ_INCREMENTAL_STATE_CLEARED)
+            m.varint(F_TIMESTAMP_CLOCK_ID, CLOCK_MONOTONIC)
+            m.open(F_CLOCK_SNAPSHOT)
+            m.open(1).varint(1, CLOCK_MONOTONIC).varint(2, <uint64_t>start_ns).close()
+            m.open(1).varint(1, CLOCK_REALTIME).varint(2, <uint64_t>c.start_realtime_ns).close()
+            m.varint(2, CLOCK_MONOTONIC).close()
+            m.open(F_PACKET_DEFAULTS).varint(F_TIMESTAMP_CLOCK_ID, CLOCK_MONOTONIC).close()
+            _append_packet(&o, m)
+            m = _global_packet(start_ns).open(F_TRACK_DESCRIPTOR).varint(1, base + DEF_UUID_PROCESS)
+            m.open(3).varint(1, pid).string(6, process_name).close().close()
+            _append_packet(&o, m)
+            for uuid, name in ((DEF_UUID_META, "exectrace"), (DEF_UUID_GC, "GC")):
+                m = _global_packet(start_ns).open(F_TRACK_DESCRIPTOR).varint(1, base + uuid)
+                m.varint(5, base + DEF_UUID_PROCESS).string(2, name).close()
+                _append_packet(&o, m)
+            for t in range(c.n_threads):
+                m = _global_packet(start_ns).open(F_TRACK_DESCRIPTOR)
+                m.varint(1, base + DEF_UUID_THREAD0 + t).open(4).varint(1, pid)
+                m.varint(2, c.threads[t].native_id or c.threads[t].ident & 0x7FFFFFFF)
+                m.string(5, thread_names[t]).close().close()
+                _append_packet(&o, m)
+            m = _global_packet(start_ns).open(F_TRACK_EVENT)
+            m.varint(F_TE_TYPE, TYPE_SLICE_BEGIN).varint(F_TE_TRACK_UUID, base + DEF_UUID_META)
+            m.string(F_TE_NAME, "exectrace window")
+            for key, value in metadata:
+                _annotation(m, key, value)
+            _append_packet(&o, m.close())
+            if self.records_lost:
+                m = _global_packet(start_ns).open(F_TRACK_EVENT)
+                m.varint(F_TE_TYPE, TYPE_INSTANT).varint(F_TE_TRACK_UUID, base + DEF_UUID_META)
+                m.string(F_TE_NAME, "records lost")
+                _annotation(m, "count", self.records_lost)
+                _append_packet(&o, m.close())
+            for j in range(c.n_gc):
+                g = &c.gc[j]
+                m = _global_packet(to_ns(&k, g.start)).open(F_TRACK_EVENT)
+                m.varint(F_TE_TYPE, TYPE_SLICE_BEGIN).varint(F_TE_TRACK_UUID, base + DEF_UUID_GC)
+                m.string(F_TE_NAME, f"GC gen{g.generation}")
+                _annotation(m, "generation", g.generation)
+                _annotation(m, "collected", g.collected)
+                _annotation(m, "uncollectable", g.uncollectable)
+                if g.thread < c.n_threads:
+                    _annotation(m, "thread", thread_names[g.thread])
+                _append_packet(&o, m.close())
+                m = _global_packet(max(to_ns(&k, g.end), to_ns(&k, g.start))).open(F_TRACK_EVENT)
+                m.varint(F_TE_TYPE, TYPE_SLICE_END).varint(F_TE_TRACK_UUID, base + DEF_UUID_GC)
+                _append_packet(&o, m.close())
+            m = _global_packet(stop_ns).open(F_TRACK_EVENT)
+            m.varint(F_TE_TYPE, TYPE_SLICE_END).varint(F_TE_TRACK_UUID, base + DEF_UUID_META)
+            _append_packet(&o, m.close())
+
+            # --- interned names, prebuilt once per function
+            blobs = <const uint8_t**>calloc(c.n_funcs + 1, sizeof(uint8_t*))
+            blob_lens = <size_t*>calloc(c.n_funcs + 1, sizeof(size_t))
+            is_c = <uint8_t*>calloc(c.n_funcs + 1, 1)
+            if blobs == NULL or blob_lens == NULL or is_c == NULL:
+                raise MemoryError
+            for j in range(c.n_funcs):
+                name, file, line = names[j]
+                is_c[j] = c.funcs[j].kind == ET_FUNC_C
+                blob = _interned_blob(<uint32_t>(j + 1), is_c[j], name, file or "", line or 0)
+                blob_objects.append(blob)
+                blobs[j] = <const uint8_t*><const char*>blob
+                blob_lens[j] = len(blob)
+
+            # --- group the ring's records by thread, oldest first
+            kept = c.written if c.written < c.capacity else c.capacity
+            first = 0 if c.written <= c.capacity else c.pos
+            order = <uint32_t*>malloc((kept + 1) * sizeof(uint32_t))
+            offsets = <uint64_t*>calloc(c.n_threads + 1, sizeof(uint64_t))
+            if order == NULL or offsets == NULL:
+                raise MemoryError
+            with nogil:
+                for j in range(kept):
+                    offsets[c.ring[(first + j) % c.capacity].thread + 1] += 1
+                for t in range(c.n_threads):
+                    if offsets[t + 1] > largest:
+                        largest = offsets[t + 1]
+                    offsets[t + 1] += offsets[t]
+                for j in range(kept):
+                    pos = (first + j) % c.capacity
+                    t = c.ring[pos].thread
+                    order[offsets[t]] = <uint32_t>pos
+                    offsets[t] += 1
+            # offsets[t] is now the end of thread t's run; its start is offsets[t-1]
+            w.first_child = <int32_t*>malloc((largest + 1) * sizeof(int32_t))
+            w.next_sibling = <int32_t*>malloc((largest + 1) * sizeof(int32_t))
+            w.pending = <int32_t*>malloc((2 * largest + 2) * sizeof(int32_t))
+            w.defined = <uint8_t*>malloc(c.n_funcs + 1)
+            if not (w.first_child and w.next_sibling and w.pending and w.defined):
+                raise MemoryError
+
+            # --- one sequence per thread
+            for t in range(c.n_threads):
+                first = offsets[t - 1] if t > 0 else 0
+                if offsets[t] == first:
+                    continue
+                m = Msg_first_on_sequence(SEQ_FIRST_THREAD + t, start_ns, base + DEF_UUID_THREAD0 + t)
+                _append_packet(&o, m)
+                with nogil:
+                    memset(w.defined, 0, c.n_funcs + 1)
+                    rc = encode_thread(&o, c, &k, order + first, <uint32_t>(offsets[t] - first),
+                                       SEQ_FIRST_THREAD + t, &w, blobs, blob_lens, is_c)
+                if rc < 0 or o.failed:
+                    raise MemoryError
+            with nogil:
+                rc = out_flush(&o)
+            if rc < 0:
+                raise MemoryError
+            return (<char*>o.out.data)[:o.out.len] if o.out.len else b""
+        finally:
+            pb_free(&o.chunk)
+            pb_free(&o.out)
+            free(order)
+            free(offsets)
+            free(blobs)
+            free(blob_lens)
+            free(is_c)
+            free(w.first_child)
+            free(w.next_sibling)
+            free(w.pending)
+            free(w.defined)
+
+
+cdef _Msg Msg_first_on_sequence(uint32_t seq, int64_t start_ns, uint64_t track_uuid):
+    """Clears the sequence's state and declares its incremental clock and track."""
+    m = _Msg()
+    m.varint(F_SEQUENCE_ID, seq).varint(F_SEQUENCE_FLAGS, SEQ_INCREMENTAL_STATE_CLEARED)
+    m.varint(F_TIMESTAMP, <uint64_t>start_ns).varint(F_TIMESTAMP_CLOCK_ID, CLOCK_MONOTONIC)
+    m.open(F_CLOCK_SNAPSHOT)
+    m.open(1).varint(1, CLOCK_MONOTONIC).varint(2, <uint64_t>start_ns).close()
+    m.open(1).varint(1, CLOCK_INCREMENTAL).varint(2, <uint64_t>start_ns).varint(3, 1).close()
+    m.close()
+    m.open(F_PACKET_DEFAULTS).varint(F_TIMESTAMP_CLOCK_ID, CLOCK_INCREMENTAL)
+    m.open(11).varint(11, track_uuid).close().close()
+    return m
+
+
+cdef object _defining_type(object cls, PyMethodDef* ml):
+    """The class in cls's MRO whose method table holds ml (else cls)."""
+    cdef PyTypeObject* t
+    cdef PyMethodDef* defs
+    for klass in getattr(cls, "__mro__", (cls,)):
+        t = <PyTypeObject*>klass
+        defs = <PyMethodDef*>t.tp_methods
+        if defs == NULL:
+            continue
+        while defs.ml_name != NULL:
+            if defs == ml:
+                return klass
+            defs += 1
+    return cls
+
+
+def is_heap_type(object cls):
+    return bool(PyType_HasFeature(<PyTypeObject*>cls, Py_TPFLAGS_HEAPTYPE))

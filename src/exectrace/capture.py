@@ -1,0 +1,267 @@
+"""Opening and closing trace windows, and turning a closed one into a file.
+
+This is the policy side of the recorder: it turns settings into the plain
+values `_tracecore` takes (file prefixes, tick-counter choice, tool id),
+names what was recorded, and writes the metadata every file carries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import platform
+import socket
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from exectrace import _names, _tracecore
+from exectrace._compat import HAS_SYS_MONITORING, IS_LINUX, IS_MACOS
+from exectrace._version import __version__
+from exectrace.errors import ExectraceError
+from exectrace.settings import Settings, defaults, resolve
+
+logger = logging.getLogger("exectrace")
+
+# sys.monitoring tool ids exectrace may take, preferred first: the profiler's,
+# then the two ids Python leaves free for other tools.
+_MONITORING_TOOL_IDS = (2, 3, 4)
+
+
+def ticks_are_safe() -> bool:
+    """Whether the CPU tick counter can time calls across threads and cores.
+
+    x86-64: only when the kernel itself uses the TSC as its clocksource (it
+    checked that the TSC is invariant and synchronised across CPUs).
+    arm64: the generic timer's virtual counter is architecturally synchronised.
+    """
+    if not _tracecore.HAS_TICKS:
+        return False
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return IS_LINUX or IS_MACOS
+    if IS_LINUX and machine in ("x86_64", "amd64"):
+        try:
+            with open("/sys/devices/system/clocksource/clocksource0/current_clocksource") as f:
+                return f.read().strip() == "tsc"
+        except OSError:
+            return False
+    return False
+
+
+def _use_ticks(clock: str) -> bool:
+    if clock == "monotonic":
+        return False
+    if clock == "tsc":
+        return bool(_tracecore.HAS_TICKS)
+    return ticks_are_safe()
+
+
+def path_prefixes(entries: Iterable[str]) -> tuple[bytes, ...]:
+    """File-path prefixes for module names or paths given to include/exclude.
+
+    A module name stands for its file, or its package directory; a path (with
+    a separator, or ending in .py) is used as it is.
+    """
+    prefixes: list[str] = []
+    for entry in entries:
+        if os.sep in entry or "/" in entry or entry.endswith(".py") or entry.startswith("<"):
+            prefixes.append(entry if entry.startswith("<") else os.path.abspath(entry))
+            continue
+        module = sys.modules.get(entry)
+        locations: list[str] = []
+        if module is not None:
+            locations = list(getattr(module, "__path__", None) or [])
+            file = getattr(module, "__file__", None)
+            if not locations and file:
+                locations = [file]
+        else:
+            try:
+                spec = importlib.util.find_spec(entry)
+            except (ImportError, ValueError):
+                spec = None
+            if spec is not None:
+                locations = list(spec.submodule_search_locations or [])
+                if not locations and spec.origin and os.path.exists(spec.origin):
+                    locations = [spec.origin]
+        if not locations:
+            logger.warning("exectrace: module %r not found; include/exclude ignores it", entry)
+        for location in locations:
+            prefixes.append(os.path.join(location, "") if os.path.isdir(location) else location)
+        prefixes.append(f"<frozen {entry}")
+    return tuple(p.encode("utf-8", "surrogateescape") for p in prefixes)
+
+
+def _open_recorder(settings: Settings, seed_stacks: bool = True) -> str:
+    """Starts the recorder; returns the name of the hook in use."""
+    options: dict[str, Any] = dict(
+        buffer_size=settings.buffer_size,
+        c_calls=settings.c_calls,
+        min_duration_ns=settings.min_duration,
+        max_depth=settings.max_depth,
+        include_prefixes=path_prefixes(settings.include),
+        exclude_prefixes=path_prefixes(settings.exclude),
+        use_ticks=_use_ticks(settings.clock),
+        seed_stacks=seed_stacks,
+    )
+    if not HAS_SYS_MONITORING:
+        _tracecore.start(**options)
+        return "PyEval_SetProfile"
+    monitoring = sys.monitoring  # type: ignore[attr-defined]
+    held = {i: monitoring.get_tool(i) for i in _MONITORING_TOOL_IDS}
+    free = [i for i in _MONITORING_TOOL_IDS if held[i] is None]
+    if not free:
+        raise ExectraceError(
+            "sys.monitoring tool ids 2-4 are all in use "
+            f"({', '.join(f'{i}: {n!r}' for i, n in held.items())}); exectrace cannot record"
+        )
+    if free[0] != _MONITORING_TOOL_IDS[0]:
+        logger.warning(
+            "exectrace: sys.monitoring PROFILER_ID is held by %r; using tool id %d",
+            held[_MONITORING_TOOL_IDS[0]], free[0],
+        )
+    _tracecore.start(tool_id=free[0], **options)
+    return f"sys.monitoring (tool id {free[0]})"
+
+
+@dataclass
+class Window:
+    """A window being recorded in this process."""
+
+    settings: Settings
+    hook: str = ""
+    thread_names: dict[int, str] = field(default_factory=dict)
+    started_at: float = 0.0
+
+    @classmethod
+    def open(cls, settings: Settings) -> Window:
+        window = cls(settings, thread_names=_names.thread_name_snapshot())
+        window.hook = _open_recorder(settings)
+        return window
+
+    def note_thread_names(self) -> None:
+        """Remembers the names of threads alive now (threads that end before
+        the window closes keep their name)."""
+        self.thread_names.update(_names.thread_name_snapshot())
+
+    def close(self) -> ClosedWindow:
+        capture = _tracecore.stop()
+        if capture is None:
+            raise ExectraceError("the trace window was closed elsewhere")
+        self.note_thread_names()
+        return ClosedWindow(capture, self.settings, self.hook, dict(self.thread_names))
+
+
+@dataclass
+class ClosedWindow:
+    """A closed window's records, ready to be written."""
+
+    capture: Any  # _tracecore.Capture
+    settings: Settings
+    hook: str
+    thread_names: dict[int, str]
+    truncated: bool = False
+
+    def metadata(self) -> list[tuple[str, Any]]:
+        capture = self.capture
+        meta: list[tuple[str, Any]] = [
+            ("exectrace.version", __version__),
+            ("python.version", platform.python_version()),
+            ("python.implementation", platform.python_implementation()),
+            ("process.pid", os.getpid()),
+            ("process.host", socket.gethostname()),
+            ("process.argv", " ".join(sys.argv)),
+            ("window.start", _iso(capture.start_realtime_ns)),
+            ("window.end", _iso(capture.stop_realtime_ns)),
+            ("window.start_realtime_ns", capture.start_realtime_ns),
+            ("window.duration_ns", capture.stop_monotonic_ns - capture.start_monotonic_ns),
+            ("window.truncated", self.truncated),
+            ("records.lost", capture.records_lost),
+            ("records.kept", capture.stats["records_kept"]),
+            ("gc.lost", capture.stats["gc_lost"]),
+            ("recorder.hook", self.hook),
+            ("recorder.clock", "tsc" if capture.used_ticks else "monotonic"),
+        ]
+        meta += [(f"settings.{k}", v) for k, v in self.settings.as_display_dict().items()]
+        return meta
+
+    def encode(self) -> bytes:
+        capture = self.capture
+        names = _names.function_names(capture.functions())
+        threads = _names.thread_names(capture.threads(), self.thread_names)
+        return bytes(
+            capture.encode(
+                names=names,
+                thread_names=threads,
+                pid=os.getpid(),
+                process_name=_names.process_name(),
+                metadata=self.metadata(),
+                compress_level=1 if self.settings.compress else 0,
+            )
+        )
+
+    def release(self) -> None:
+        self.capture.release()
+
+
+def _iso(realtime_ns: int) -> str:
+    when = datetime.fromtimestamp(realtime_ns / 1e9, tz=timezone.utc)
+    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Writes `data` to `path` through a temporary file in the same directory
+    and a rename: readers see the whole file or none of it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+_tracing_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def tracing(path: str | os.PathLike[str], **options: Any) -> Iterator[Window]:
+    """Traces the block into one file at `path`, written when the block exits.
+
+    Options are settings (see exectrace.settings): buffer_size, c_calls,
+    min_duration, max_depth, include, exclude, compress, clock.
+
+        with exectrace.tracing("run.out", c_calls=False):
+            work()
+    """
+    settings = resolve(defaults(), **options)
+    target = os.fspath(path)
+    if not _tracing_lock.acquire(blocking=False):
+        raise ExectraceError("exectrace.tracing() is already active in this process")
+    try:
+        window = Window.open(settings)
+        try:
+            yield window
+        finally:
+            closed = window.close()
+            try:
+                write_atomic(target, closed.encode())
+            finally:
+                closed.release()
+    finally:
+        _tracing_lock.release()
