@@ -9,10 +9,19 @@
 from exectrace._version import __version__
 from exectrace.capture import tracing
 from exectrace.errors import ExectraceConfigError, ExectraceError
+from exectrace.reader import Counter, GCEvent, Instant, Metadata, Slice, Thread, Trace, read
 
 __all__ = [
+    "Counter",
     "ExectraceConfigError",
     "ExectraceError",
+    "GCEvent",
+    "Instant",
+    "Metadata",
+    "Slice",
+    "Thread",
+    "Trace",
     "__version__",
+    "read",
     "tracing",
 ]

@@ -112,8 +112,9 @@ def seq_start(seq, track, base, mono):
     return p
 
 
-def global_snapshot(boot=1_000_000_000, mono=500_000_000, real=1_700_000_000_000_000_000,
-                    primary=None):
+def global_snapshot(
+    boot=1_000_000_000, mono=500_000_000, real=1_700_000_000_000_000_000, primary=None
+):
     p = packet()
     for cid, v in ((BOOTTIME, boot), (MONOTONIC, mono), (REALTIME, real)):
         c = p.clock_snapshot.clocks.add()
@@ -194,8 +195,11 @@ def good_packets():
     intern(p, "event_names", {1: "outer", 2: "inner"})
     intern(p, "event_categories", {1: "py"})
     intern(p, "debug_annotation_names", {1: "arg"})
-    intern(p, "source_locations", {1: {"file_name": "app.py", "function_name": "outer",
-                                       "line_number": 10}})
+    intern(
+        p,
+        "source_locations",
+        {1: {"file_name": "app.py", "function_name": "outer", "line_number": 10}},
+    )
     pkts.append(p)
     p = event(1, 500, BEGIN, name_iid=2)
     add_annotation(p.track_event, name_iid=1, int_value=7)
@@ -225,8 +229,7 @@ def good_packets():
     pkts.append(event(1, 150, END))
 
     # seq 3: counters, absolute BOOTTIME timestamps (no clock id).
-    pkts.append(event(3, 1_100_000_000, COUNTER, flags=CLEARED, track=21,
-                      double_counter_value=1.5))
+    pkts.append(event(3, 1_100_000_000, COUNTER, flags=CLEARED, track=21, double_counter_value=1.5))
     pkts.append(event(3, 1_100_000_500, COUNTER, track=21, counter_value=2))
     return pkts
 
@@ -238,7 +241,7 @@ def rejected(packets_or_bytes, rule, *fragments):
     msg = str(ei.value)
     assert ei.value.rule == rule, msg
     for f in fragments:
-        assert f in msg, "%r not in %r" % (f, msg)
+        assert f in msg, f"{f!r} not in {msg!r}"
     return ei.value
 
 
@@ -269,9 +272,12 @@ def test_good_trace_model():
     assert [s.name for s in m.slices_on(11)] == ["outer", "inner", "inner2"]
 
     assert [(i.name, i.track_uuid, i.ts, i.log_message) for i in m.instants] == [
-        ("tick", 12, 1_200_000_110, "hello")]
+        ("tick", 12, 1_200_000_110, "hello")
+    ]
     assert [(c.track_uuid, c.ts, c.value) for c in m.counters] == [
-        (21, 1_100_000_000, 1.5), (21, 1_100_000_500, 2)]
+        (21, 1_100_000_000, 1.5),
+        (21, 1_100_000_500, 2),
+    ]
 
     assert m.track_named("worker").tid == 43
     assert m.track_named("worker").pid == 42
@@ -309,13 +315,40 @@ def test_primary_trace_clock_domain():
     assert m.counters[0].ts == 1_100_000_000
 
 
+def test_clock_units_and_closest_snapshot():
+    # A microsecond sequence clock; then two global snapshots with different
+    # MONOTONIC->BOOTTIME offsets (a suspend in between): each MONOTONIC value
+    # converts through the latest snapshot not after it.
+    pkts = [global_snapshot(boot=1_000_000_000, mono=500_000_000)] + descriptors()
+    p = seq_start(1, 11, 600_000, 600_000_000)
+    p.clock_snapshot.clocks[0].unit_multiplier_ns = 1000
+    pkts.append(p)
+    pkts.append(event(1, 5, INSTANT, name="us"))
+    pkts.append(
+        global_snapshot(boot=3_000_000_000, mono=2_000_000_000, real=1_800_000_000_000_000_000)
+    )
+    pkts.append(
+        event(3, 1_000_000_000, INSTANT, flags=CLEARED, name="a", track=12, clock=MONOTONIC)
+    )
+    pkts.append(event(3, 2_500_000_000, INSTANT, name="b", track=12, clock=MONOTONIC))
+    m = check_trace(serialize(pkts))
+    assert [(i.name, i.ts) for i in m.instants] == [
+        ("us", 1_100_005_000),
+        ("a", 1_500_000_000),
+        ("b", 3_500_000_000),
+    ]
+
+
 def test_incremental_state_clear_starts_a_new_generation():
     # After a second clear, iid 1 may mean something else.
     pkts = [global_snapshot()] + descriptors()
     pkts.append(seq_start(1, 11, 600_000_000, 600_000_000))
     pkts.append(intern(event(1, 10, INSTANT, name_iid=1), "event_names", {1: "a"}))
-    p = intern(event(1, 10, INSTANT, flags=CLEARED, name_iid=1, clock=SEQ_CLOCK, track=11),
-               "event_names", {1: "b"})
+    p = intern(
+        event(1, 10, INSTANT, flags=CLEARED, name_iid=1, clock=SEQ_CLOCK, track=11),
+        "event_names",
+        {1: "b"},
+    )
     pkts.append(p)
     m = check_trace(serialize(pkts))
     assert [i.name for i in m.instants] == ["a", "b"]
@@ -359,6 +392,38 @@ def test_needs_incremental_state_after_packet_loss():
     p.previous_packet_dropped = 1
     pkts.append(p)
     rejected(pkts, "sequence", "invalid", "seq 1")
+
+
+def test_error_is_an_assertion_error():
+    pkts = good_packets()
+    pkts.append(event(1, 10, END))
+    with pytest.raises(AssertionError):
+        check_trace(serialize(pkts))
+
+
+def test_interned_data_after_packet_loss():
+    pkts = [global_snapshot()] + descriptors()
+    pkts.append(seq_start(1, 11, 600_000_000, 600_000_000))
+    p = intern(event(1, 10, INSTANT, flags=0, name_iid=1), "event_names", {1: "a"})
+    p.previous_packet_dropped = 1
+    pkts.append(p)
+    rejected(pkts, "interning", "invalid")
+
+
+def test_extra_counter_values():
+    pkts = good_packets()
+    pkts.append(counter_track(22, "threads", parent=1))
+    p = event(3, 1_300_000_000, INSTANT, name="sample", track=11)
+    p.track_event.extra_counter_track_uuids.extend([21, 22])
+    p.track_event.extra_counter_values.extend([5, 6])
+    pkts.append(p)
+    m = check_trace(serialize(pkts))
+    assert [(c.track_uuid, c.ts, c.value) for c in m.counters[-2:]] == [
+        (21, 1_300_000_000, 5),
+        (22, 1_300_000_000, 6),
+    ]
+    p.track_event.ClearField("extra_counter_track_uuids")
+    rejected(pkts, "event", "extra_counter_values", "0 track uuids")
 
 
 def test_undefined_iid():
@@ -490,13 +555,12 @@ def test_begin_without_name():
 
 
 def test_sequence_clock_on_sequence_zero():
+    # (A track event on seq 0 is an error of its own, so use a descriptor packet.)
     pkts = good_packets()
-    pkts.append(event(0, 5, INSTANT, flags=0, name="x", track=11, clock=SEQ_CLOCK))
-    # A track event on seq 0 is itself an error; use a descriptor packet to
-    # reach the clock check.
-    pkts[-1] = thread_track(60, 42, 60, "t")
-    pkts[-1].timestamp = 5
-    pkts[-1].timestamp_clock_id = SEQ_CLOCK
+    p = thread_track(60, 42, 60, "t")
+    p.timestamp = 5
+    p.timestamp_clock_id = SEQ_CLOCK
+    pkts.append(p)
     rejected(pkts, "clock", "sequence-scoped clock 64", "without trusted_packet_sequence_id")
 
 
@@ -525,15 +589,37 @@ def test_sequence_clock_not_declared_on_its_sequence():
 
 def test_clock_without_path_to_trace_clock():
     # MONOTONIC only relates to the sequence clock: nothing links it to BOOTTIME.
-    pkts = descriptors() + [seq_start(1, 11, 600_000_000, 600_000_000),
-                            event(1, 10, INSTANT, name="x")]
-    rejected(pkts, "clock", "cannot be converted", "BOOTTIME (6)")
+    pkts = descriptors() + [
+        seq_start(1, 11, 600_000_000, 600_000_000),
+        event(1, 10, INSTANT, name="x"),
+    ]
+    rejected(pkts, "clock", "cannot be converted", "no ClockSnapshot so far mentions BOOTTIME (6)")
+
+
+def test_clock_without_path_between_snapshotted_clocks():
+    # BOOTTIME is known, but only alongside REALTIME: MONOTONIC has no path to it.
+    p = packet()
+    for cid, v in ((BOOTTIME, 10), (REALTIME, 20)):
+        c = p.clock_snapshot.clocks.add()
+        c.clock_id, c.timestamp = cid, v
+    pkts = (
+        [p]
+        + descriptors()
+        + [seq_start(1, 11, 600_000_000, 600_000_000), event(1, 10, INSTANT, name="x")]
+    )
+    rejected(pkts, "clock", "cannot be converted", "no chain of ClockSnapshots")
 
 
 def test_late_primary_trace_clock():
     pkts = good_packets()
-    pkts.append(global_snapshot(boot=2_000_000_000, mono=1_500_000_000,
-                                real=1_800_000_000_000_000_000, primary=MONOTONIC))
+    pkts.append(
+        global_snapshot(
+            boot=2_000_000_000,
+            mono=1_500_000_000,
+            real=1_800_000_000_000_000_000,
+            primary=MONOTONIC,
+        )
+    )
     rejected(pkts, "clock", "primary_trace_clock")
 
 
@@ -543,7 +629,7 @@ def test_incremental_builtin_clock_is_rejected():
     c = p.clock_snapshot.clocks.add()
     c.clock_id, c.timestamp, c.is_incremental = MONOTONIC, 1, True
     pkts.insert(6, p)
-    rejected(pkts, "clock", "incremental")
+    rejected(pkts, "clock", "MONOTONIC (3) is incremental", "only sequence-scoped")
 
 
 def test_unknown_field_in_track_event():
@@ -586,8 +672,11 @@ def test_nested_compressed_packets():
 def test_compressed_chunk_too_large():
     pkts = good_packets()
     p = packet(1, flags=NEEDS)
-    intern(p, "debug_annotation_string_values",
-           {1: os.urandom(MAX_COMPRESSED_CHUNK).hex()[:MAX_COMPRESSED_CHUNK]})
+    intern(
+        p,
+        "debug_annotation_string_values",
+        {1: os.urandom(MAX_COMPRESSED_CHUNK).hex()[:MAX_COMPRESSED_CHUNK]},
+    )
     pkts.append(compressed([p], level=0))
     rejected(pkts, "structure", "compressed chunk is", "must be < 524288")
 
@@ -612,8 +701,9 @@ def test_many_events_check_quickly():
         t.packet.add().CopyFrom(p)
     t.packet.add().CopyFrom(seq_start(1, 11, 600_000_000, 600_000_000))
     p = t.packet.add()
-    p.CopyFrom(intern(event(1, 1, BEGIN, name_iid=1), "event_names",
-                      {i: "f%d" % i for i in range(1, 101)}))
+    p.CopyFrom(
+        intern(event(1, 1, BEGIN, name_iid=1), "event_names", {i: f"f{i}" for i in range(1, 101)})
+    )
     for i in range(n):
         p = t.packet.add()
         p.trusted_packet_sequence_id = 1

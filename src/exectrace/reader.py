@@ -1,0 +1,309 @@
+"""Reading trace files back: ``exectrace.read(path)``.
+
+    trace = exectrace.read("executiontrace.2026-11-29T18_41_22.216.4242.out")
+    trace.metadata["python.version"]
+    for event in trace:              # Metadata, Thread, then events by time
+        if isinstance(event, exectrace.Slice) and event.name == "time.sleep":
+            print(event.thread, event.dur_ns)
+
+The decoding is done by the native core into columns (``trace.columns``),
+which the analysis commands use directly; typed events are made on demand.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from exectrace import _tracecore
+from exectrace.errors import ExectraceError
+
+#: The slice on the "exectrace" track that spans the window and carries the metadata.
+WINDOW_SLICE = "exectrace window"
+GC_TRACK = "GC"
+META_TRACK = "exectrace"
+#: Files larger than this are refused rather than read into memory.
+MAX_FILE_BYTES = 8 * 1024**3
+
+
+@dataclass(frozen=True)
+class Thread:
+    """A thread of the traced process."""
+
+    tid: int
+    pid: int
+    name: str
+    track_uuid: int
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A call (or other span) on a thread: a Python function, a C function."""
+
+    name: str
+    thread: str
+    tid: int
+    start_ns: int
+    dur_ns: int
+    depth: int
+    category: str  # "" for Python functions, "c" for C functions
+    file: str
+    line: int
+    args: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def end_ns(self) -> int:
+        return self.start_ns + self.dur_ns
+
+    @property
+    def is_c_function(self) -> bool:
+        return self.category == "c"
+
+
+@dataclass(frozen=True)
+class GCEvent:
+    """One garbage collection (all threads wait while it runs)."""
+
+    start_ns: int
+    dur_ns: int
+    generation: int
+    collected: int
+    uncollectable: int
+    thread: str
+
+    @property
+    def end_ns(self) -> int:
+        return self.start_ns + self.dur_ns
+
+
+@dataclass(frozen=True)
+class Instant:
+    """A point event (user log entries, 'records lost', ...)."""
+
+    name: str
+    track: str
+    ts_ns: int
+    category: str
+    args: dict[str, Any] = field(default_factory=dict, compare=False)
+    message: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Counter:
+    """One sample of a counter track."""
+
+    name: str
+    ts_ns: int
+    value: float
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """How and when the window was captured: versions, process, settings, losses."""
+
+    values: dict[str, Any]
+    start_ns: int
+    end_ns: int
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {k[len("settings."):]: v for k, v in self.values.items() if k.startswith("settings.")}
+
+    @property
+    def records_lost(self) -> int:
+        return int(self.values.get("records.lost", 0))
+
+
+Event = Union[Metadata, Thread, Slice, GCEvent, Instant, Counter]
+
+
+class Trace:
+    """A decoded trace file. Iterating yields Metadata, the Threads, then the
+    Slices, GC events, Instants and Counters in order of their timestamps."""
+
+    def __init__(self, path: str, columns: Any) -> None:
+        self.path = path
+        self.columns = columns
+        self.strings: list[str] = columns.strings
+        #: Why reading stopped early (a damaged or truncated file), else None.
+        self.damage: Optional[str] = columns.error
+        #: Slices that were still open where the file ended.
+        self.unfinished: int = columns.unfinished
+        self.tracks: dict[int, dict[str, Any]] = columns.tracks
+        self._meta_index = self._find_window_slice()
+        self.metadata = self._metadata()
+        self.threads = self._threads()
+
+    # -- structure
+    def _track_name(self, uuid: int) -> str:
+        track = self.tracks.get(uuid)
+        return (track or {}).get("name") or f"track {uuid}"
+
+    def _find_window_slice(self) -> Optional[int]:
+        c = self.columns
+        try:
+            name = self.strings.index(WINDOW_SLICE)
+        except ValueError:
+            return None
+        for i, n in enumerate(c.s_name):
+            if n == name and self._track_name(c.s_track[i]) == META_TRACK:
+                return i
+        return None
+
+    def _metadata(self) -> Metadata:
+        c = self.columns
+        i = self._meta_index
+        if i is None:
+            return Metadata({}, 0, 0)
+        args = c.args[c.s_args[i]] if c.s_args[i] >= 0 else {}
+        return Metadata(dict(args), c.s_ts[i], c.s_ts[i] + c.s_dur[i])
+
+    def _threads(self) -> list[Thread]:
+        return [
+            Thread(t.get("tid") or 0, t.get("pid") or 0, t.get("name") or "", uuid)
+            for uuid, t in self.tracks.items()
+            if t.get("kind") == "thread"
+        ]
+
+    @property
+    def is_exectrace(self) -> bool:
+        return self._meta_index is not None
+
+    @property
+    def slice_count(self) -> int:
+        return len(self.columns.s_ts)
+
+    # -- events
+    def slices(self) -> Iterator[Slice]:
+        """Calls on threads, by start time (outer calls before inner ones)."""
+        c = self.columns
+        s = self.strings
+        order = sorted(range(len(c.s_ts)), key=lambda i: (c.s_ts[i], c.s_depth[i]))
+        for i in order:
+            track = self.tracks.get(c.s_track[i]) or {}
+            if track.get("kind") != "thread":
+                continue
+            category = s[c.s_cat[i]] if c.s_cat[i] >= 0 else ""
+            yield Slice(
+                name=s[c.s_name[i]],
+                thread=track.get("name") or "",
+                tid=track.get("tid") or 0,
+                start_ns=c.s_ts[i],
+                dur_ns=c.s_dur[i],
+                depth=c.s_depth[i],
+                category=category,
+                file=s[c.s_file[i]] if c.s_file[i] >= 0 else "",
+                line=c.s_line[i],
+                args=c.args[c.s_args[i]] if c.s_args[i] >= 0 else {},
+            )
+
+    def gc_events(self) -> list[GCEvent]:
+        c = self.columns
+        events = []
+        for i in range(len(c.s_ts)):
+            if self._track_name(c.s_track[i]) != GC_TRACK:
+                continue
+            args = c.args[c.s_args[i]] if c.s_args[i] >= 0 else {}
+            events.append(
+                GCEvent(
+                    start_ns=c.s_ts[i],
+                    dur_ns=c.s_dur[i],
+                    generation=int(args.get("generation", -1)),
+                    collected=int(args.get("collected", -1)),
+                    uncollectable=int(args.get("uncollectable", -1)),
+                    thread=str(args.get("thread", "")),
+                )
+            )
+        events.sort(key=lambda e: e.start_ns)
+        return events
+
+    def instants(self) -> list[Instant]:
+        s = self.strings
+        return sorted(
+            (
+                Instant(
+                    name=s[name],
+                    track=self._track_name(track),
+                    ts_ns=ts,
+                    category=s[cat] if cat >= 0 else "",
+                    args=args or {},
+                    message=log,
+                )
+                for track, ts, name, cat, args, log in self.columns.instants
+            ),
+            key=lambda e: e.ts_ns,
+        )
+
+    def counters(self) -> list[Counter]:
+        return sorted(
+            (Counter(self._track_name(track), ts, value) for track, ts, value in self.columns.counters),
+            key=lambda e: e.ts_ns,
+        )
+
+    def __iter__(self) -> Iterator[Event]:
+        yield self.metadata
+        yield from self.threads
+        timed: list[Union[Slice, GCEvent, Instant, Counter]] = []
+        timed.extend(self.slices())
+        timed.extend(self.gc_events())
+        timed.extend(self.instants())
+        timed.extend(self.counters())
+        timed.sort(key=_event_time)
+        yield from timed
+
+
+def _event_time(event: Union[Slice, GCEvent, Instant, Counter]) -> int:
+    return event.ts_ns if isinstance(event, (Instant, Counter)) else event.start_ns
+
+
+def read(path: Union[str, os.PathLike[str]], *, allow_damaged: bool = False) -> Trace:
+    """Reads a trace file written by exectrace.
+
+    Raises ExectraceError naming the problem when the file is missing, not a
+    regular file, not a trace, or not written by exectrace; a damaged
+    (e.g. truncated) trace raises too unless allow_damaged=True, in which
+    case what is readable is returned and `trace.damage` says what is wrong.
+    """
+    name = os.fspath(path)
+    data = _read_bytes(name)
+    columns = _tracecore.decode(data)
+    if columns.error and columns.packets == 0:
+        raise ExectraceError(f"{name} is not a Perfetto trace ({columns.error})")
+    trace = Trace(name, columns)
+    if not trace.is_exectrace:
+        detail = f"; it is damaged: {columns.error}" if columns.error else ""
+        raise ExectraceError(
+            f"{name} was not written by exectrace (it has no '{WINDOW_SLICE}' slice){detail}"
+        )
+    if columns.error and not allow_damaged:
+        raise ExectraceError(f"{name} is damaged: {columns.error}")
+    return trace
+
+
+def _read_bytes(name: str) -> bytes:
+    try:
+        info = os.stat(name)
+    except OSError as e:
+        raise ExectraceError(f"cannot read {name}: {e.strerror or e}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ExectraceError(f"cannot read {name}: it is a directory, not a trace file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ExectraceError(f"cannot read {name}: not a regular file")
+    if info.st_size == 0:
+        raise ExectraceError(f"{name} is empty")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ExectraceError(f"{name} is too large to read ({info.st_size} bytes)")
+    try:
+        with open(name, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ExectraceError(f"cannot read {name}: {e.strerror or e}") from None
