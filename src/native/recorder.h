@@ -851,6 +851,33 @@ static int et_set_profile_all(Py_tracefunc func, Py_tracefunc ours)
 static unsigned long et_foreign_profiler_thread(Py_tracefunc a, Py_tracefunc b) { return 0; }
 #endif
 
+#if !ET_HAS_SYS_MONITORING
+/* The frames that called `frame` (Thread._bootstrap, _bootstrap_inner) ran
+ * before the hook was installed on their thread: push them, outermost first,
+ * so depths count from the thread's first frame as they do on 3.12+. */
+static void et_seed_callers(et_thread *t, PyFrameObject *frame, int64_t now)
+{
+    PyCodeObject *codes[64];
+    int n = 0;
+    PyFrameObject *back = PyFrame_GetBack(frame);
+    while (back != NULL && n < 64) {
+        codes[n++] = PyFrame_GetCode(back);
+        PyFrameObject *next = PyFrame_GetBack(back);
+        Py_DECREF(back);
+        back = next;
+    }
+    Py_XDECREF(back);
+    while (n > 0) {
+        PyObject *code = (PyObject *)codes[--n];
+        et_slot *slot = et_intern(R.cap, code, ET_FUNC_PY, code);
+        if (slot != NULL && !slot->excluded) {
+            et_push(t, code, slot->func, now);
+        }
+        Py_DECREF(code); /* the frame, still running, keeps it alive */
+    }
+}
+#endif
+
 /* threading.setprofile callback: runs in a thread started during a window,
  * installs the C hook for that thread and records the call it was woken by. */
 static PyObject *et_thread_bootstrap(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -864,6 +891,9 @@ static PyObject *et_thread_bootstrap(PyObject *self, PyObject *const *args, Py_s
                 et_thread *t = et_current_thread();
                 if (t != NULL && t->pythread == NULL) {
                     t->pythread = et_find_pythread(t->ident);
+                }
+                if (t != NULL && t->depth == 0) {
+                    et_seed_callers(t, (PyFrameObject *)args[0], et_now());
                 }
             }
             if (!floor && PyUnicode_Check(args[1]) &&
