@@ -26,6 +26,8 @@ import threading as _threading
 from exectrace.errors import ExectraceError
 
 cdef extern from "Python.h":
+    object PyMemoryView_FromMemory(char* mem, Py_ssize_t size, int flags)
+    int PyBUF_READ
     ctypedef struct PyMethodDef:
         const char* ml_name
     ctypedef struct PyCodeObject:
@@ -468,6 +470,34 @@ cdef struct Out:
     pb_buf out        # the file so far
     int compress      # zlib level, 0: no compression
     int failed
+    PyObject* compressor  # a Python zlib-format compressor used instead of zlib's compress2
+
+
+cdef int out_append_compressed(Out* o, const uint8_t* data, size_t clen) noexcept nogil:
+    """Appends packet { compressed_packets = data }."""
+    if pb_reserve(&o.out, clen + 32) < 0:
+        return -1
+    pb_varint(&o.out, PB_TAG(F_PACKET, PB_LEN))
+    pb_varint(&o.out, 2 + pb_varint_size(clen) + clen)
+    pb_varint(&o.out, PB_TAG(F_COMPRESSED_PACKETS, PB_LEN))
+    pb_varint(&o.out, clen)
+    memmove(o.out.data + o.out.len, data, clen)
+    o.out.len += clen
+    return 0
+
+
+cdef int out_flush_with(Out* o) noexcept with gil:
+    cdef const uint8_t[::1] view
+    try:
+        compressed = (<object>o.compressor)(
+            PyMemoryView_FromMemory(<char*>o.chunk.data, o.chunk.len, PyBUF_READ))
+        view = compressed
+        if out_append_compressed(o, &view[0], view.shape[0]) < 0:
+            return -1
+    except BaseException:
+        return -1
+    o.chunk.len = 0
+    return 0
 
 
 cdef int out_flush(Out* o) noexcept nogil:
@@ -483,21 +513,18 @@ cdef int out_flush(Out* o) noexcept nogil:
         o.out.len += o.chunk.len
         o.chunk.len = 0
         return 0
+    if o.compressor != NULL:
+        return out_flush_with(o)
     clen = compressBound(o.chunk.len)
     if pb_reserve(&o.out, clen + 32) < 0:
         return -1
-    # packet { compressed_packets = zlib(chunk) }: the lengths are known only
-    # after compressing, so compress past the largest header and move down.
+    # The lengths are known only after compressing: compress past the largest
+    # header, then move the bytes down behind the real one.
     at = o.out.len + 16
     if compress2(o.out.data + at, &clen, o.chunk.data, o.chunk.len, o.compress) != Z_OK:
         return -1
-    inner = 2 + pb_varint_size(clen) + clen
-    pb_varint(&o.out, PB_TAG(F_PACKET, PB_LEN))
-    pb_varint(&o.out, inner)
-    pb_varint(&o.out, PB_TAG(F_COMPRESSED_PACKETS, PB_LEN))
-    pb_varint(&o.out, clen)
-    memmove(o.out.data + o.out.len, o.out.data + at, clen)
-    o.out.len += clen
+    if out_append_compressed(o, o.out.data + at, clen) < 0:
+        return -1
     o.chunk.len = 0
     return 0
 
@@ -554,93 +581,113 @@ cdef inline int64_t to_ns(const Clock* k, int64_t ticks) noexcept nogil:
     return k.ns0 + <int64_t>(<double>(ticks - k.t0) * k.scale)
 
 
+cdef struct Begin:
+    int64_t start
+    uint32_t func
+    uint32_t depth       # ancestors in the rebuilt forest
+
+
 cdef struct ThreadPass:
     # scratch arrays sized for the largest thread
-    int32_t* first_child
-    int32_t* next_sibling
+    int32_t* parent      # pass 1: parent (index in write order); pass 2: forest depth
+    int32_t* size        # pass 1: subtree size; pass 2: next free pre-order slot from the end
     int32_t* pending
+    Begin* pre           # the begins in pre-order
     uint8_t* defined     # per function: name interned on this sequence yet
+
+
+cdef inline int emit(Out* o, const Clock* k, int64_t ticks, int64_t* prev_ns, uint32_t seq,
+                     uint32_t type, uint32_t f, ThreadPass* w, const uint8_t** blobs,
+                     const size_t* blob_lens, const uint8_t* is_c) noexcept nogil:
+    cdef int64_t now_ns = to_ns(k, ticks)
+    cdef int rc
+    if now_ns < prev_ns[0]:
+        now_ns = prev_ns[0]
+    if type == TYPE_SLICE_END:
+        rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type, 0, 0, 0, NULL, 0)
+    elif w.defined[f]:
+        rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type, f + 1,
+                       CATEGORY_C if is_c[f] else 0, not is_c[f], NULL, 0)
+    else:
+        w.defined[f] = 1
+        rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type, f + 1,
+                       CATEGORY_C if is_c[f] else 0, not is_c[f], blobs[f], blob_lens[f])
+    prev_ns[0] = now_ns
+    if rc < 0:
+        return -1
+    return out_packet_done(o)
 
 
 cdef int encode_thread(Out* o, const et_capture* c, const Clock* k, const uint32_t* idx,
                        uint32_t n, uint32_t seq, ThreadPass* w,
                        const uint8_t** blobs, const size_t* blob_lens,
                        const uint8_t* is_c) noexcept nogil:
-    """The events of one thread; idx lists its records in the order they were written."""
+    """The events of one thread; idx lists its records in the order they were
+    written, which is the post-order of its call forest (children before
+    parents).  The ends go out in that order; the begins in pre-order, and a
+    begin is preceded by exactly the ends of the nodes before it in pre-order
+    that are not its ancestors.  Every pass reads its arrays in sequence."""
     cdef const et_record* ring = c.ring
     cdef const et_record* r
     cdef const et_record* top
-    cdef int64_t npend = 0, i, node, child, head, nstack
-    cdef int64_t now_ns, prev_ns = k.ns0
-    cdef uint32_t f
-    # 1. Rebuild the call tree: a record adopts the pending records that lie
-    #    inside it (started later, or at the same tick deeper).
+    cdef int64_t npend = 0, i, j, p, pos, size, roots_end = n, ends = 0
+    cdef int64_t prev_ns = k.ns0
+    # locals, not w's fields: stores through them cannot alias w
+    cdef int32_t* parent = w.parent
+    cdef int32_t* sizes = w.size
+    cdef int32_t* pending = w.pending
+    cdef Begin* pre = w.pre
+    # 1. Parents and subtree sizes: a record adopts the pending records that
+    #    lie inside it (started later, or at the same tick deeper).
     for i in range(n):
         r = &ring[idx[i]]
-        head = -1
+        size = 1
         while npend > 0:
-            top = &ring[idx[w.pending[npend - 1]]]
+            j = pending[npend - 1]
+            top = &ring[idx[j]]
             if top.start > r.start or (top.start == r.start and top.depth > r.depth):
                 npend -= 1
-                w.next_sibling[w.pending[npend]] = head
-                head = w.pending[npend]
+                parent[j] = <int32_t>i
+                size += sizes[j]
             else:
                 break
-        w.first_child[i] = head
-        w.pending[npend] = i
+        sizes[i] = <int32_t>size
+        parent[i] = -1
+        pending[npend] = <int32_t>i
         npend += 1
-    # 2. Walk it depth-first: pending[0..npend) are the roots in time order;
-    #    the walk's own stack reuses the tail of `pending`, which is free.
-    cdef int64_t root_i
-    cdef int32_t* stack = w.pending + npend
-    for root_i in range(npend):
-        nstack = 0
-        node = w.pending[root_i]
-        stack[nstack] = node
-        nstack += 1
-        # begin of the root
-        r = &ring[idx[node]]
-        f = r.func
-        now_ns = to_ns(k, r.start)
-        if now_ns < prev_ns:
-            now_ns = prev_ns
-        if put_event(&o.chunk, <uint64_t>(now_ns - prev_ns), seq, TYPE_SLICE_BEGIN, f + 1,
-                     CATEGORY_C if is_c[f] else 0, not is_c[f],
-                     NULL if w.defined[f] else blobs[f], 0 if w.defined[f] else blob_lens[f]) < 0:
-            return -1
-        w.defined[f] = 1
-        prev_ns = now_ns
-        out_packet_done(o)
-        while nstack > 0:
-            node = stack[nstack - 1]
-            child = w.first_child[node]
-            if child != -1:
-                w.first_child[node] = w.next_sibling[child]
-                stack[nstack] = child
-                nstack += 1
-                r = &ring[idx[child]]
-                f = r.func
-                now_ns = to_ns(k, r.start)
-                if now_ns < prev_ns:
-                    now_ns = prev_ns
-                if put_event(&o.chunk, <uint64_t>(now_ns - prev_ns), seq, TYPE_SLICE_BEGIN, f + 1,
-                             CATEGORY_C if is_c[f] else 0, not is_c[f],
-                             NULL if w.defined[f] else blobs[f],
-                             0 if w.defined[f] else blob_lens[f]) < 0:
-                    return -1
-                w.defined[f] = 1
-            else:
-                nstack -= 1
-                r = &ring[idx[node]]
-                now_ns = to_ns(k, r.end)
-                if now_ns < prev_ns:
-                    now_ns = prev_ns
-                if put_event(&o.chunk, <uint64_t>(now_ns - prev_ns), seq, TYPE_SLICE_END,
-                             0, 0, 0, NULL, 0) < 0:
-                    return -1
-            prev_ns = now_ns
-            if out_packet_done(o) < 0:
+    # 2. Pre-order slots, parents before children: a node takes the last
+    #    free slots of its parent's range (children come back to front).
+    for i in range(n - 1, -1, -1):
+        p = parent[i]
+        size = sizes[i]
+        if p < 0:
+            roots_end -= size
+            pos = roots_end
+            parent[i] = 0
+        else:
+            sizes[p] -= <int32_t>size
+            pos = sizes[p]
+            parent[i] = parent[p] + 1
+        r = &ring[idx[i]]
+        pre[pos].start = r.start
+        pre[pos].func = r.func
+        pre[pos].depth = <uint32_t>parent[i]
+        sizes[i] = <int32_t>(pos + size)
+    # 3. Merge begins (pre-order) and ends (write order).
+    for i in range(n):
+        while ends < i - <int64_t>pre[i].depth:
+            if emit(o, k, ring[idx[ends]].end, &prev_ns, seq, TYPE_SLICE_END, 0, w,
+                    blobs, blob_lens, is_c) < 0:
                 return -1
+            ends += 1
+        if emit(o, k, pre[i].start, &prev_ns, seq, TYPE_SLICE_BEGIN, pre[i].func, w,
+                blobs, blob_lens, is_c) < 0:
+            return -1
+    while ends < n:
+        if emit(o, k, ring[idx[ends]].end, &prev_ns, seq, TYPE_SLICE_END, 0, w,
+                blobs, blob_lens, is_c) < 0:
+            return -1
+        ends += 1
     return 0
 
 
@@ -822,12 +869,14 @@ cdef class Capture:
         return result
 
     def encode(self, *, list names, list thread_names, int pid, str process_name,
-               list metadata, int compress_level=1):
+               list metadata, int compress_level=1, object compressor=None):
         """The window as Perfetto protobuf bytes.
 
         names: per function id, (name, file, first line);
         thread_names: per thread index; metadata: [(key, value)] shown on the
-        window slice; compress_level: zlib level of compressed_packets, 0 for none.
+        window slice; compress_level: zlib level of compressed_packets, 0 for
+        none; compressor: a callable turning bytes into zlib-format bytes, used
+        instead of the built-in zlib when given (and compress_level > 0).
         """
         cdef et_capture* c = self._get()
         if len(names) != c.n_funcs or len(thread_names) != c.n_threads:
@@ -845,6 +894,9 @@ cdef class Capture:
         cdef Out o
         memset(&o, 0, sizeof(Out))
         o.compress = compress_level
+        o.compressor = <PyObject*>compressor if (compressor is not None and compress_level > 0) else NULL
+        if pb_reserve(&o.chunk, CHUNK_BYTES + 65536) < 0:
+            raise MemoryError
         cdef ThreadPass w
         memset(&w, 0, sizeof(ThreadPass))
         cdef uint32_t* order = NULL
@@ -933,23 +985,28 @@ cdef class Capture:
             if order == NULL or offsets == NULL:
                 raise MemoryError
             with nogil:
+                # the ring, oldest first, is [first, kept) then [0, first)
                 for j in range(kept):
-                    offsets[c.ring[(first + j) % c.capacity].thread + 1] += 1
+                    offsets[c.ring[j].thread + 1] += 1
                 for t in range(c.n_threads):
                     if offsets[t + 1] > largest:
                         largest = offsets[t + 1]
                     offsets[t + 1] += offsets[t]
-                for j in range(kept):
-                    pos = (first + j) % c.capacity
+                for pos in range(first, kept):
+                    t = c.ring[pos].thread
+                    order[offsets[t]] = <uint32_t>pos
+                    offsets[t] += 1
+                for pos in range(first):
                     t = c.ring[pos].thread
                     order[offsets[t]] = <uint32_t>pos
                     offsets[t] += 1
             # offsets[t] is now the end of thread t's run; its start is offsets[t-1]
-            w.first_child = <int32_t*>malloc((largest + 1) * sizeof(int32_t))
-            w.next_sibling = <int32_t*>malloc((largest + 1) * sizeof(int32_t))
-            w.pending = <int32_t*>malloc((2 * largest + 2) * sizeof(int32_t))
+            w.parent = <int32_t*>malloc((largest + 1) * sizeof(int32_t))
+            w.size = <int32_t*>malloc((largest + 1) * sizeof(int32_t))
+            w.pending = <int32_t*>malloc((largest + 1) * sizeof(int32_t))
+            w.pre = <Begin*>malloc((largest + 1) * sizeof(Begin))
             w.defined = <uint8_t*>malloc(c.n_funcs + 1)
-            if not (w.first_child and w.next_sibling and w.pending and w.defined):
+            if not (w.parent and w.size and w.pending and w.pre and w.defined):
                 raise MemoryError
 
             # --- one sequence per thread
@@ -978,9 +1035,10 @@ cdef class Capture:
             free(blobs)
             free(blob_lens)
             free(is_c)
-            free(w.first_child)
-            free(w.next_sibling)
+            free(w.parent)
+            free(w.size)
             free(w.pending)
+            free(w.pre)
             free(w.defined)
 
 
