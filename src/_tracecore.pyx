@@ -1092,6 +1092,10 @@ import zlib as _zlib
 cdef enum:
     MAX_NESTING = 16
     MAX_INFLATED = 64 * 1024 * 1024
+    MAX_PROBLEMS = 1000
+
+# Timestamps are int64 nanoseconds; outside [0, 2**63) a file is damaged.
+_MAX_TS = 2**63 - 1
 
 
 cdef class _Sequence:
@@ -1158,7 +1162,7 @@ cdef class _Decoder:
         self.tracks = {}
         self.open_slices = {}
         self.last_ts = {}
-        self.s_track = _array.array("q")
+        self.s_track = _array.array("Q")   # track uuids are uint64
         self.s_ts = _array.array("q")
         self.s_dur = _array.array("q")
         self.s_depth = _array.array("i")
@@ -1189,6 +1193,13 @@ cdef class _Decoder:
 
     cdef str text(self, const pb_field* f):
         return (<const char*>f.data)[:f.size].decode("utf-8", "replace")
+
+    cdef _problem(self, str message):
+        """Notes something odd but readable; a flood of them is not kept."""
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(message)
+        elif len(self.problems) == MAX_PROBLEMS:
+            self.problems.append("... (further problems not listed)")
 
     # -- the trace
     cpdef decode(self, const uint8_t[::1] data):
@@ -1313,7 +1324,9 @@ cdef class _Decoder:
         if offset is not None:
             ts = ts + offset
         elif self.primary_clock is not None and key != self.primary_clock:
-            self.problems.append(f"timestamp in clock {clock_id} with no snapshot relating it")
+            self._problem(f"timestamp in clock {clock_id} with no snapshot relating it")
+        if not 0 <= ts <= _MAX_TS:
+            raise DecodeError(f"packet #{self.packets}: timestamp {ts} is out of range")
         self.last_timestamp = ts
         return ts
 
@@ -1328,6 +1341,8 @@ cdef class _Decoder:
                 cr = pb_sub(&f)
                 cid, cts, incremental = None, 0, False
                 while pb_next(&cr, &g) == 1:
+                    if g.wire != PB_VARINT:   # g.value is only set for scalars
+                        continue
                     if g.number == 1:
                         cid = g.value
                     elif g.number == 2:
@@ -1398,7 +1413,7 @@ cdef class _Decoder:
                 elif f.number == 4 and g.number == 3 and g.wire == PB_LEN:
                     name = self.text(&g)
                 elif f.number == 4 and g.number == 4 and g.wire == PB_VARINT:
-                    line = g.value
+                    line = g.value if g.value <= 0x7FFFFFFF else 0  # s_line is int32
             if iid is None:
                 continue
             if f.number == 1:
@@ -1498,13 +1513,13 @@ cdef class _Decoder:
                     flows = []
                 flows.append(("in" if f.number == 48 else "out", f.value))
         if track is None:
-            self.problems.append(f"packet #{self.packets}: track event without a track")
+            self._problem(f"packet #{self.packets}: track event without a track")
             return
         if ts is None:
             ts = 0
         last = self.last_ts.get(track)
         if last is not None and ts < last:
-            self.problems.append(f"timestamps go backwards on track {track}")
+            self._problem(f"timestamps go backwards on track {track}")
         self.last_ts[track] = ts
         if flows:
             if args is None:
@@ -1519,7 +1534,7 @@ cdef class _Decoder:
         elif type == TYPE_SLICE_END:
             stack = self.open_slices.get(track)
             if not stack:
-                self.problems.append(f"slice end with no open slice on track {track}")
+                self._problem(f"slice end with no open slice on track {track}")
                 return
             begin = stack.pop()
             if args is not None:  # arguments given at the end merge into the slice
@@ -1569,7 +1584,7 @@ cdef class _Decoder:
             raise DecodeError("debug annotation nested too deeply")
         cdef pb_reader r = pb_sub(pf)
         cdef pb_field f
-        name = None
+        name = ""   # keys are always strings, even when the name is missing
         value = None
         entries = None
         while pb_next(&r, &f) == 1:

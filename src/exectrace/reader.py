@@ -120,7 +120,7 @@ class Metadata:
 
     @property
     def records_lost(self) -> int:
-        return int(self.values.get("records.lost", 0))
+        return _as_int(self.values.get("records.lost"), 0)
 
 
 Event = Union[Metadata, Thread, Slice, GCEvent, Instant, Counter]
@@ -134,14 +134,29 @@ class Trace:
         self.path = path
         self.columns = columns
         self.strings: list[str] = columns.strings
-        #: Why reading stopped early (a damaged or truncated file), else None.
-        self.damage: Optional[str] = columns.error
         #: Slices that were still open where the file ended.
         self.unfinished: int = columns.unfinished
         self.tracks: dict[int, dict[str, Any]] = columns.tracks
         self._meta_index = self._find_window_slice()
         self.metadata = self._metadata()
         self.threads = self._threads()
+        #: Why reading stopped early or what is missing (a damaged or
+        #: truncated file), else None.
+        self.damage: Optional[str] = columns.error or self._missing()
+
+    def _missing(self) -> Optional[str]:
+        """A file cut between two packets decodes without error: what it lacks."""
+        if self.unfinished:
+            return f"it ends inside {self.unfinished} unfinished slice(s) (truncated?)"
+        if not self.is_exectrace:
+            return None
+        # Every call kept in the recorder's ring is written as one thread slice.
+        kept = _as_int(self.metadata.get("records.kept"), -1)
+        c = self.columns
+        calls = sum(1 for t in c.s_track if (self.tracks.get(t) or {}).get("kind") == "thread")
+        if calls < kept:
+            return f"it holds {calls} of the {kept} calls its metadata records (truncated?)"
+        return None
 
     # -- structure
     def _track_name(self, uuid: int) -> str:
@@ -217,9 +232,9 @@ class Trace:
                 GCEvent(
                     start_ns=c.s_ts[i],
                     dur_ns=c.s_dur[i],
-                    generation=int(args.get("generation", -1)),
-                    collected=int(args.get("collected", -1)),
-                    uncollectable=int(args.get("uncollectable", -1)),
+                    generation=_as_int(args.get("generation"), -1),
+                    collected=_as_int(args.get("collected"), -1),
+                    uncollectable=_as_int(args.get("uncollectable"), -1),
                     thread=str(args.get("thread", "")),
                 )
             )
@@ -261,6 +276,16 @@ class Trace:
         yield from timed
 
 
+def _as_int(value: Any, default: int) -> int:
+    """An integer argument of a (possibly damaged) file, else `default`."""
+    if not isinstance(value, (int, float)):
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
 def _event_time(event: Union[Slice, GCEvent, Instant, Counter]) -> int:
     return event.ts_ns if isinstance(event, (Instant, Counter)) else event.start_ns
 
@@ -284,8 +309,8 @@ def read(path: Union[str, os.PathLike[str]], *, allow_damaged: bool = False) -> 
         raise ExectraceError(
             f"{name} was not written by exectrace (it has no '{WINDOW_SLICE}' slice){detail}"
         )
-    if columns.error and not allow_damaged:
-        raise ExectraceError(f"{name} is damaged: {columns.error}")
+    if trace.damage and not allow_damaged:
+        raise ExectraceError(f"{name} is damaged: {trace.damage}")
     return trace
 
 

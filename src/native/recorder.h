@@ -155,6 +155,12 @@ static struct {
     uint32_t max_depth; /* 0: unlimited */
     et_prefixes include, exclude;
     et_capture *cap;
+    /* The capture's hot fields, kept here while it records (one less pointer
+     * to follow per event); written back to the capture at stop. */
+    et_record *ring;
+    uint64_t ring_pos, ring_capacity, written;
+    et_slot *slots;
+    uint64_t slots_mask;
     /* GC in progress */
     int64_t gc_start;
     uint32_t gc_thread;
@@ -283,6 +289,10 @@ static int et_slots_grow(et_capture *c)
     free(c->slots);
     c->slots = slots;
     c->slots_mask = new_mask;
+    if (c == R.cap) {
+        R.slots = slots;
+        R.slots_mask = new_mask;
+    }
     return 0;
 }
 
@@ -348,11 +358,12 @@ static et_slot *et_intern_slow(et_capture *c, void *key, int kind, PyObject *obj
     return slot;
 }
 
+/* Only for the recording capture (R.cap): its slots are cached in R. */
 static inline et_slot *et_intern(et_capture *c, void *key, int kind, PyObject *obj)
 {
     uint64_t h = et_hash_ptr(key) >> 20;
     for (;;) {
-        et_slot *slot = &c->slots[h & c->slots_mask];
+        et_slot *slot = &R.slots[h & R.slots_mask];
         if (ET_LIKELY(slot->key == key)) {
             return slot;
         }
@@ -433,6 +444,9 @@ static PyObject *et_find_pythread(uint64_t ident)
 static et_thread *et_attach_thread(void)
 {
     et_capture *c = R.cap;
+    if (!R.active || c == NULL) {
+        return NULL; /* between windows: the epoch changed at stop */
+    }
     uint64_t ident = (uint64_t)PyThread_get_thread_ident();
     et_thread *t = NULL;
     for (uint32_t i = 0; i < c->n_threads; i++) {
@@ -509,12 +523,11 @@ static inline void et_emit(et_thread *t, const et_frame *f, uint32_t depth, int6
     if (end - start < R.min_ticks) {
         return;
     }
-    et_capture *c = R.cap;
-    et_record *r = &c->ring[c->pos];
-    if (++c->pos == c->capacity) {
-        c->pos = 0;
+    et_record *r = &R.ring[R.ring_pos];
+    if (++R.ring_pos == R.ring_capacity) {
+        R.ring_pos = 0;
     }
-    c->written++;
+    R.written++;
     r->start = start;
     r->end = end;
     r->func = f->func;
@@ -666,7 +679,7 @@ static inline void et_on_c_return(PyMethodDef *ml, int64_t now)
 static PyObject *et_mon_py_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int64_t now = et_now();
-    if (ET_UNLIKELY(!R.active || nargs < 1)) {
+    if (ET_UNLIKELY(nargs < 1)) {
         Py_RETURN_NONE;
     }
     ET_DISABLE_OR_NONE(et_on_py_start(args[0], now));
@@ -676,7 +689,7 @@ static PyObject *et_mon_py_start(PyObject *self, PyObject *const *args, Py_ssize
 static PyObject *et_mon_py_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int64_t now = et_now();
-    if (ET_LIKELY(R.active && nargs >= 1)) {
+    if (ET_LIKELY(nargs >= 1)) {
         et_on_py_start(args[0], now);
     }
     Py_RETURN_NONE;
@@ -686,7 +699,7 @@ static PyObject *et_mon_py_throw(PyObject *self, PyObject *const *args, Py_ssize
 static PyObject *et_mon_py_return(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int64_t now = et_now();
-    if (ET_UNLIKELY(!R.active || nargs < 1)) {
+    if (ET_UNLIKELY(nargs < 1)) {
         Py_RETURN_NONE;
     }
     ET_DISABLE_OR_NONE(et_on_py_return(args[0], now));
@@ -696,7 +709,7 @@ static PyObject *et_mon_py_return(PyObject *self, PyObject *const *args, Py_ssiz
 static PyObject *et_mon_py_unwind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int64_t now = et_now();
-    if (ET_LIKELY(R.active && nargs >= 1)) {
+    if (ET_LIKELY(nargs >= 1)) {
         et_on_py_return(args[0], now);
     }
     Py_RETURN_NONE;
@@ -1066,6 +1079,12 @@ static int et_begin(uint64_t capacity, int use_ticks, int c_calls, int64_t min_d
     R.max_depth = max_depth;
     R.gc_start = 0;
     R.cap = c;
+    R.ring = c->ring;
+    R.ring_pos = 0;
+    R.ring_capacity = c->capacity;
+    R.written = 0;
+    R.slots = c->slots;
+    R.slots_mask = c->slots_mask;
     R.epoch++;
     c->start_realtime_ns = et_realtime_ns();
     c->start_clock = et_read_clock_pair(c->use_ticks);
@@ -1129,6 +1148,8 @@ static et_capture *et_end(void)
     c->stop_clock = et_read_clock_pair(c->use_ticks);
     c->stop_realtime_ns = et_realtime_ns();
     et_close_all(c, c->stop_clock.ticks);
+    c->pos = R.ring_pos;
+    c->written = R.written;
     R.cap = NULL;
     R.epoch++;
     et_prefixes_free(&R.include);
