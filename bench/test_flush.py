@@ -4,8 +4,8 @@ when a window closes. Reported as slices per second and bytes per slice."""
 from __future__ import annotations
 
 import pytest
-import workloads
 
+import workloads
 from exectrace import capture, settings
 
 

@@ -92,10 +92,7 @@ def function_names(functions: Sequence[tuple[Any, ...]]) -> list[FunctionName]:
     for entry in functions:
         if entry[0] == "py":
             code = entry[1]
-            if index is None:
-                qualname = code.co_qualname
-            else:
-                qualname = index.qualname(code)
+            qualname = code.co_qualname if index is None else index.qualname(code)
             names.append((qualname, code.co_filename, code.co_firstlineno))
         else:
             _, method, owner, defining = entry
