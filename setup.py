@@ -10,6 +10,22 @@ import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+AUTOSTART_PTH = "exectrace-autostart.pth"
+
+
+class build_py_with_pth(build_py):
+    """Also puts the autostart .pth file at the root of the wheel, which pip
+    installs into site-packages (where .pth files are read)."""
+
+    def run(self):
+        super().run()
+        self.copy_file(os.path.join("src", AUTOSTART_PTH), os.path.join(self.build_lib, AUTOSTART_PTH),
+                       preserve_mode=0)
+
+    def get_outputs(self, include_bytecode=True):
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, AUTOSTART_PTH)]
 
 define_macros = []
 extra_compile_args = []
@@ -29,6 +45,7 @@ extension = Extension(
 )
 
 setup(
+    cmdclass={"build_py": build_py_with_pth},
     ext_modules=cythonize(
         [extension],
         language_level=3,

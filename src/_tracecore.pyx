@@ -141,6 +141,7 @@ cdef extern from "recorder.h":
     void et_activate()
     et_capture* et_end()
     void et_after_fork_child()
+    int et_ignore_thread(uint64_t ident, int on) except -1
     int et_init_strings() except -1
     object et_monitor_callback(int index)
     object et_make_function(int which)
@@ -386,6 +387,12 @@ def after_fork_child():
         except ValueError:
             pass
         _remove_hooks(False)
+
+
+def ignore_thread(uint64_t ident, bint ignored=True):
+    """Never record the thread `ident` (threading.get_ident()), or record it again.
+    For exectrace's own background threads; at most 8."""
+    et_ignore_thread(ident, ignored)
 
 
 def floor_start(bint c_calls=True, int tool_id=2):

@@ -1,12 +1,15 @@
 """exectrace: an automatic execution tracer for Python.
 
-    with exectrace.tracing("run.out"):      # one-shot capture of a block
+    exectrace.start(interval="15m", duration="10s")   # recurring windows -> dump dir
+    exectrace.configure(interval="1m")                 # takes effect now
+    with exectrace.tracing("run.out"):                 # one-shot capture of a block
         work()
-    for event in exectrace.read("run.out"):  # typed events back
+    for event in exectrace.read("run.out"):            # typed events back
         ...
 """
 
 from exectrace._version import __version__
+from exectrace.api import configure, start, status, stop
 from exectrace.capture import tracing
 from exectrace.errors import ExectraceConfigError, ExectraceError
 from exectrace.reader import Counter, GCEvent, Instant, Metadata, Slice, Thread, Trace, read
@@ -22,6 +25,10 @@ __all__ = [
     "Thread",
     "Trace",
     "__version__",
+    "configure",
     "read",
+    "start",
+    "status",
+    "stop",
     "tracing",
 ]

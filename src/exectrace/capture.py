@@ -166,7 +166,9 @@ class ClosedWindow:
     settings: Settings
     hook: str
     thread_names: dict[int, str]
+    #: closed before its scheduled end (stop, exit, signal, interval set to 0)
     truncated: bool = False
+    closed_by: str = "schedule"
 
     def metadata(self) -> list[tuple[str, Any]]:
         capture = self.capture
@@ -182,6 +184,7 @@ class ClosedWindow:
             ("window.start_realtime_ns", capture.start_realtime_ns),
             ("window.duration_ns", capture.stop_monotonic_ns - capture.start_monotonic_ns),
             ("window.truncated", self.truncated),
+            ("window.closed_by", self.closed_by),
             ("records.lost", capture.records_lost),
             ("records.kept", capture.stats["records_kept"]),
             ("gc.lost", capture.stats["gc_lost"]),

@@ -170,6 +170,9 @@ static struct {
     PyObject *str_generation, *str_collected, *str_uncollectable, *str_self;
     PyObject *str_bootstrap;
     PyObject *threading_active; /* threading._active: {ident: Thread} */
+    /* threads never recorded: exectrace's own background threads */
+    uint64_t ignored[8];
+    int n_ignored;
 } R = {0, 1};
 
 static ET_THREAD_LOCAL et_thread *et_tls_thread;
@@ -448,6 +451,13 @@ static et_thread *et_attach_thread(void)
         return NULL; /* between windows: the epoch changed at stop */
     }
     uint64_t ident = (uint64_t)PyThread_get_thread_ident();
+    for (int i = 0; i < R.n_ignored; i++) {
+        if (R.ignored[i] == ident) {
+            et_tls_thread = NULL; /* cached: its events return at once */
+            et_tls_epoch = R.epoch;
+            return NULL;
+        }
+    }
     et_thread *t = NULL;
     for (uint32_t i = 0; i < c->n_threads; i++) {
         if (!c->threads[i]->attached && c->threads[i]->ident == ident) {
@@ -1107,9 +1117,43 @@ static int et_begin(uint64_t capacity, int use_ticks, int c_calls, int64_t min_d
 
 /* Adds the call stack a thread had at start, outermost first: calls already
  * running when the window opened start at the window's start. */
+static int et_is_ignored(uint64_t ident)
+{
+    for (int i = 0; i < R.n_ignored; i++) {
+        if (R.ignored[i] == ident) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Marks a thread as never recorded (on != 0) or recorded again. */
+static int et_ignore_thread(uint64_t ident, int on)
+{
+    for (int i = 0; i < R.n_ignored; i++) {
+        if (R.ignored[i] == ident) {
+            if (!on) {
+                R.ignored[i] = R.ignored[--R.n_ignored];
+            }
+            return 0;
+        }
+    }
+    if (on) {
+        if (R.n_ignored == (int)(sizeof(R.ignored) / sizeof(R.ignored[0]))) {
+            PyErr_SetString(PyExc_RuntimeError, "too many ignored threads");
+            return -1;
+        }
+        R.ignored[R.n_ignored++] = ident;
+    }
+    return 0;
+}
+
 static int et_seed_frame(uint64_t ident, uint64_t native_id, PyObject *code, PyObject *pythread)
 {
     et_capture *c = R.cap;
+    if (et_is_ignored(ident)) {
+        return 0;
+    }
     et_thread *t = NULL;
     for (uint32_t i = 0; i < c->n_threads; i++) {
         if (c->threads[i]->ident == ident) {
@@ -1162,6 +1206,7 @@ static et_capture *et_end(void)
 static void et_after_fork_child(void)
 {
     et_capture *c = R.cap;
+    R.n_ignored = 0;
     R.active = 0;
     R.cap = NULL;
     R.epoch++;

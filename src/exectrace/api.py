@@ -1,0 +1,62 @@
+"""The automatic tracer's API: start, configure, stop, status.
+
+    exectrace.start(interval="15m", duration="10s", total_dump_size_limit="8GiB")
+    exectrace.configure(interval="1m")   # takes effect now
+    exectrace.status()["files"]
+    exectrace.stop()                     # writes the window in progress
+
+Settings are layered defaults -> environment (EXECTRACE_*) -> these calls;
+a bad value raises ExectraceConfigError naming the setting and an example.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from exectrace import controller as _controller
+from exectrace.settings import Settings, from_env, resolve
+
+
+def _current_settings() -> Settings:
+    running = _controller.current()
+    if running is not None:
+        return running.settings
+    return from_env(os.environ)[0]
+
+
+def start(**settings: Any) -> None:
+    """Starts tracing on a schedule. The first window opens now, then one
+    every `interval`; with interval 0 (the default) nothing is traced until
+    configure() sets one. If tracing is already on (e.g. started from
+    EXECTRACE_* variables), the given settings are applied as by configure()."""
+    _controller.start_controller(resolve(_current_settings(), **settings))
+
+
+def configure(**settings: Any) -> None:
+    """Changes settings now: a new interval re-arms the timer, a new duration
+    moves the end of the window in progress, interval=0 closes the window in
+    progress (still writing it) and stops opening new ones. Starts the
+    tracer if it was not running."""
+    _controller.start_controller(resolve(_current_settings(), **settings))
+
+
+def stop() -> None:
+    """Stops tracing: the window in progress is closed and written."""
+    _controller.stop_controller("stop")
+
+
+def status() -> dict[str, Any]:
+    """Settings in force, whether a window is open, when the next one opens,
+    the dump directory's files and bytes, counters and the last error."""
+    running = _controller.current()
+    if running is None:
+        settings = _current_settings()
+        return {
+            "enabled": False,
+            "settings": settings.as_display_dict(),
+            "window_open": False,
+            "dump_dir": os.path.abspath(settings.dump_dir),
+            "last_error": None,
+        }
+    return running.status()

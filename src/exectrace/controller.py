@@ -1,0 +1,487 @@
+"""The controller: traces the process on a schedule and keeps a bounded history.
+
+Two daemon threads, neither of them recorded:
+
+- the scheduler opens and closes windows when the Schedule says so, and
+  applies setting changes at once;
+- the writer turns closed windows into files (encode, atomic write) and runs
+  the dump directory's GC, off the application's threads.
+
+Nothing here raises into the application: faults (disk full, directory gone,
+permission denied, another profiler holding the hook) become one warning on
+the ``exectrace`` logger, are kept in ``status()["last_error"]`` and are
+retried at the next window.
+
+Process events: after ``fork`` the child drops the parent's records and, if
+tracing was on, traces on its own schedule under its own pid. At exit (and
+on SIGTERM when its disposition is the default) a window in progress is
+closed, written, marked truncated, within a bounded time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from exectrace import _tracecore, dumpstore
+from exectrace.capture import ClosedWindow, Window
+from exectrace.schedule import CLOSE, OPEN, Schedule
+from exectrace.settings import Settings
+
+logger = logging.getLogger("exectrace")
+
+#: Closed windows waiting for the writer; past this, the oldest is dropped.
+MAX_PENDING_WRITES = 2
+#: How long stop() and exit wait for writes in progress.
+EXIT_WRITE_TIMEOUT = 10.0
+#: The same warning is repeated at most this often.
+WARNING_INTERVAL = 60.0
+
+
+def warn(message: str) -> None:
+    """One warning line: to the ``exectrace`` logger when logging is set up,
+    else straight to stderr."""
+    if logger.hasHandlers():
+        logger.warning("exectrace: %s", message)
+    else:
+        try:
+            sys.stderr.write(f"exectrace: warning: {message}\n")
+            sys.stderr.flush()
+        except Exception:
+            pass
+
+
+class _Warnings:
+    """Rate-limits repeated warnings (a full disk fails every window)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def __call__(self, key: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -WARNING_INTERVAL) >= WARNING_INTERVAL:
+            self._last[key] = now
+            warn(message)
+
+    def clear(self, key: str) -> None:
+        self._last.pop(key, None)
+
+
+class Controller:
+    """Schedules windows for one process. Use the module functions start(),
+    configure(), stop() and status()."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], int] = time.monotonic_ns) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._schedule = Schedule(settings.interval, settings.duration)
+        self._window: Optional[Window] = None
+        self._window_started_wall: Optional[float] = None
+        self._close_reason = "schedule"
+        self._pending: collections.deque[ClosedWindow] = collections.deque()
+        self._pending_ready = threading.Condition(self._lock)
+        self._writing = False
+        self._running = False
+        self._scheduler: Optional[threading.Thread] = None
+        self._writer: Optional[threading.Thread] = None
+        self._warnings = _Warnings()
+        self._last_name = ""
+        self.windows_written = 0
+        self.windows_failed = 0
+        self.windows_dropped = 0
+        self.windows_skipped = 0
+        self.records_lost = 0
+        self.last_file: Optional[str] = None
+        self.last_error: Optional[str] = None
+
+    # ---------------------------------------------------------------- API
+    def start(self) -> None:
+        with self._lock:
+            if self._running:
+                return
+            self._running = True
+            self._schedule.enable(self._clock())
+            self._scheduler = self._spawn(self._run_scheduler, "exectrace-scheduler")
+            self._writer = self._spawn(self._run_writer, "exectrace-writer")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
+        started = threading.Event()
+
+        def body() -> None:
+            _tracecore.ignore_thread(threading.get_ident())
+            started.set()
+            target()
+
+        thread = threading.Thread(target=body, name=name, daemon=True)
+        thread.start()
+        started.wait(5)
+        return thread
+
+    def configure(self, settings: Settings) -> None:
+        """Applies new settings at once (see exectrace.schedule for how)."""
+        with self._lock:
+            changed = self.settings.diff(settings)
+            self.settings = settings
+            now = self._clock()
+            if "duration" in changed:
+                self._schedule.set_duration(now, settings.duration)
+            if "interval" in changed:
+                if settings.interval <= 0 and self._window is not None:
+                    self._close_reason = "configure"
+                self._schedule.set_interval(now, settings.interval)
+            if changed & {"dump_dir", "total_dump_size_limit"}:
+                self._pending_ready.notify_all()  # the writer collects again
+                self._collect_requested = True
+            self._wake.notify_all()
+
+    def stop(self, reason: str = "stop", timeout: float = EXIT_WRITE_TIMEOUT) -> None:
+        """Closes the window in progress, writes everything pending, stops
+        the threads. Returns within about `timeout` seconds."""
+        with self._lock:
+            if not self._running:
+                return
+            self._running = False
+            self._close_window(reason)
+            self._wake.notify_all()
+            self._pending_ready.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in (self._scheduler, self._writer):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        # A writer that did not finish in time leaves its window; what is
+        # still queued is written here.
+        while True:
+            with self._lock:
+                if not self._pending or (self._writer is not None and self._writer.is_alive()):
+                    break
+                closed = self._pending.popleft()
+            self._write(closed)
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            now = self._clock()
+            wake = self._schedule.next_start
+            directory = os.path.abspath(self.settings.dump_dir)
+            try:
+                files, used = dumpstore.usage(directory)
+            except OSError:
+                files, used = 0, 0
+            return {
+                "enabled": self._running and self.settings.interval > 0,
+                "settings": self.settings.as_display_dict(),
+                "window_open": self._window is not None,
+                "window_started": _iso(self._window_started_wall) if self._window else None,
+                "next_window_in": (max(0, wake - now) / 1e9) if wake is not None and self._running else None,
+                "dump_dir": directory,
+                "files": files,
+                "bytes": used,
+                "total_dump_size_limit": self.settings.total_dump_size_limit,
+                "windows_written": self.windows_written,
+                "windows_failed": self.windows_failed,
+                "windows_skipped": self.windows_skipped,
+                "windows_dropped": self.windows_dropped,
+                "records_lost": self.records_lost,
+                "last_file": self.last_file,
+                "last_error": self.last_error,
+            }
+
+    # ---------------------------------------------------------- scheduler
+    def _run_scheduler(self) -> None:
+        with self._lock:
+            while self._running:
+                try:
+                    self._step()
+                except Exception as e:  # never let the thread die
+                    self._fault("scheduler", f"scheduler error: {e!r}")
+                wake = self._schedule.wake_at()
+                if not self._running:
+                    break
+                timeout = None if wake is None else max(0.0, (wake - self._clock()) / 1e9)
+                if timeout is None or timeout > 0:
+                    self._wake.wait(timeout)
+
+    def _step(self) -> None:
+        now = self._clock()
+        action = self._schedule.due(now)
+        if action == CLOSE:
+            self._close_window(self._close_reason)
+            now = self._clock()
+            action = self._schedule.due(now)
+        if action == OPEN:
+            self._open_window(now)
+
+    def _open_window(self, now: int) -> None:
+        self._schedule.opened(now)
+        try:
+            self._window = Window.open(self.settings)
+        except Exception as e:
+            self._window = None
+            self._schedule.closed(self._clock())  # retried at the next window, not at once
+            self.windows_skipped += 1
+            self._fault("open", f"could not open a trace window: {e}")
+            return
+        self._window_started_wall = time.time()
+        self._close_reason = "schedule"
+
+    def _close_window(self, reason: str) -> None:
+        """Closes the open window (if any) and queues it for the writer."""
+        window = self._window
+        if window is None:
+            return
+        self._window = None
+        self._schedule.closed(self._clock())
+        try:
+            closed = window.close()
+        except Exception as e:
+            self._fault("close", f"could not close the trace window: {e}")
+            return
+        closed.truncated = reason != "schedule"
+        closed.closed_by = reason
+        if len(self._pending) >= MAX_PENDING_WRITES:
+            dropped = self._pending.popleft()
+            dropped.release()
+            self.windows_dropped += 1
+            self._fault("write", "the writer fell behind: a closed window was dropped unwritten")
+        self._pending.append(closed)
+        self._pending_ready.notify_all()
+
+    # -------------------------------------------------------------- writer
+    _collect_requested = False
+
+    def _run_writer(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and self._running and not self._collect_requested:
+                    self._pending_ready.wait()
+                if self._collect_requested and not self._pending:
+                    self._collect_requested = False
+                    settings = self.settings
+                    closed = None
+                elif self._pending:
+                    closed = self._pending.popleft()
+                    settings = self.settings
+                else:
+                    return  # stopped, nothing left
+            if closed is None:
+                self._collect(settings)
+            else:
+                self._write(closed)
+
+    def _write(self, closed: ClosedWindow) -> None:
+        """Encodes and writes one window, then collects; never raises."""
+        settings = self.settings
+        directory = settings.dump_dir
+        try:
+            data = closed.encode()
+            name = self._unique_name(closed.capture.stop_realtime_ns)
+            path = dumpstore.write(directory, name, data)
+        except Exception as e:
+            with self._lock:
+                self.windows_failed += 1
+            self._fault("write", f"could not write a trace to {os.path.abspath(directory)}: {_describe(e)}")
+            return
+        finally:
+            lost = closed.capture.records_lost if closed.capture is not None else 0
+            closed.release()
+        with self._lock:
+            self.windows_written += 1
+            self.records_lost += lost
+            self.last_file = path
+            if self.last_error is not None and self.last_error.startswith("could not write"):
+                self.last_error = None
+        self._warnings.clear("write")
+        self._collect(settings)
+
+    def _collect(self, settings: Settings) -> None:
+        try:
+            dumpstore.collect(settings.dump_dir, settings.total_dump_size_limit)
+        except Exception as e:
+            self._fault("gc", f"could not collect old traces in {settings.dump_dir}: {_describe(e)}")
+
+    def _unique_name(self, end_realtime_ns: int) -> str:
+        """The file name for a window; never the name of an earlier window of
+        this process (two windows ending in the same millisecond)."""
+        pid = os.getpid()
+        name = dumpstore.file_name(end_realtime_ns, pid)
+        while name <= self._last_name:
+            end_realtime_ns += 1_000_000
+            name = dumpstore.file_name(end_realtime_ns, pid)
+        self._last_name = name
+        return name
+
+    def _fault(self, key: str, message: str) -> None:
+        self.last_error = message
+        self._warnings(key, message)
+
+    # ----------------------------------------------------------- processes
+    def drop_after_fork(self) -> None:
+        """In a forked child: forget the parent's windows, threads and locks."""
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._pending_ready = threading.Condition(self._lock)
+        for closed in self._pending:
+            closed.release()
+        self._pending.clear()
+        self._window = None
+        self._running = False
+        self._scheduler = self._writer = None
+        self._schedule = Schedule(self.settings.interval, self.settings.duration)
+        self._last_name = ""
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
+    return repr(e)
+
+
+def _iso(wall: Optional[float]) -> Optional[str]:
+    if wall is None:
+        return None
+    return datetime.fromtimestamp(wall, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --------------------------------------------------------- process-wide state
+
+_controller: Optional[Controller] = None
+_state_lock = threading.RLock()
+_hooks_registered = False
+_sigterm_installed = False
+
+
+def current() -> Optional[Controller]:
+    return _controller
+
+
+def start_controller(settings: Settings) -> Controller:
+    """Starts (or reconfigures) the process's controller."""
+    global _controller
+    with _state_lock:
+        _register_process_hooks()
+        if _controller is not None and _controller._running:
+            _controller.configure(settings)
+            return _controller
+        _controller = Controller(settings)
+        _controller.start()
+        _install_sigterm()
+        return _controller
+
+
+def stop_controller(reason: str = "stop") -> None:
+    global _controller
+    with _state_lock:
+        controller = _controller
+    if controller is not None:
+        controller.stop(reason)
+    _uninstall_sigterm()
+
+
+def _register_process_hooks() -> None:
+    global _hooks_registered
+    if _hooks_registered:
+        return
+    _hooks_registered = True
+    atexit.register(_at_exit)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent,
+                            after_in_child=_after_fork_child)
+
+
+def _at_exit() -> None:
+    controller = _controller
+    if controller is not None:
+        try:
+            controller.stop("exit")
+        except Exception as e:  # the application is exiting: never raise
+            warn(f"could not write the last trace window at exit: {e!r}")
+
+
+# fork: hold the controller's lock across the fork so the child never
+# inherits it half-held, then give the child fresh state.
+def _before_fork() -> None:
+    _state_lock.acquire()
+    if _controller is not None:
+        _controller._lock.acquire()
+
+
+def _after_fork_parent() -> None:
+    if _controller is not None:
+        _controller._lock.release()
+    _state_lock.release()
+
+
+def _after_fork_child() -> None:
+    global _state_lock
+    _state_lock = threading.RLock()
+    try:
+        _tracecore.after_fork_child()
+    except Exception as e:
+        warn(f"could not reset the recorder after fork: {e!r}")
+    controller = _controller
+    if controller is None:
+        return
+    was_running = controller._running
+    controller.drop_after_fork()
+    if was_running:
+        try:
+            controller.start()
+        except Exception as e:
+            warn(f"could not restart tracing after fork: {e!r}")
+        _register_multiprocessing_exit(controller)
+
+
+def _register_multiprocessing_exit(controller: Controller) -> None:
+    """multiprocessing's forked children leave through os._exit, which skips
+    atexit: its own exit hooks write the last window instead."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        try:
+            util.Finalize(None, controller.stop, args=("exit",), exitpriority=0)
+        except Exception:
+            pass
+
+
+# SIGTERM with the default disposition would end the process without atexit:
+# write the window first, then die of SIGTERM as the process would have.
+def _on_sigterm(signum: int, frame: Any) -> None:
+    try:
+        if _controller is not None:
+            _controller.stop("signal")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _install_sigterm() -> None:
+    global _sigterm_installed
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+            _sigterm_installed = True
+    except (ValueError, OSError):
+        pass
+
+
+def _uninstall_sigterm() -> None:
+    global _sigterm_installed
+    if not _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except (ValueError, OSError):
+        pass
+    _sigterm_installed = False

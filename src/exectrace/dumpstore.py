@@ -1,0 +1,213 @@
+"""The dump directory: file names, atomic writes and size-based garbage collection.
+
+Files are named ``executiontrace.<UTC end time>.<pid>.out`` with the time as
+``2006-01-02T15_04_05.000``, so the lexical order of names is the order in
+which windows ended. A file is written as ``executiontrace.*.tmp`` in the same
+directory and renamed: a crash or a full disk never leaves a truncated
+``.out``. After each write, GC walks the files exectrace owns from newest to
+oldest, summing sizes, and deletes every file past the limit; the newest file
+always stays. Several processes may share a directory: names carry the pid,
+GC holds an advisory lock, and a file a neighbour already deleted is not an
+error. Nothing that does not look exactly like an owned trace file (other
+names, directories, symlinks) is ever touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Optional
+
+PREFIX = "executiontrace."
+SUFFIX = ".out"
+TMP_SUFFIX = ".tmp"
+LOCK_NAME = ".executiontrace.lock"
+#: An owned trace file: executiontrace.2026-11-29T18_41_22.216.4242.out
+OWNED = re.compile(r"^executiontrace\.(\d{4}-\d\d-\d\dT\d\d_\d\d_\d\d\.\d{3})\.(\d+)\.out$")
+OWNED_TMP = re.compile(r"^executiontrace\.(\d{4}-\d\d-\d\dT\d\d_\d\d_\d\d\.\d{3})\.(\d+)(\.\d+)?\.tmp$")
+#: A temporary file this old was left by a crash (no write takes this long).
+STALE_TMP_SECONDS = 3600
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def file_name(end_realtime_ns: int, pid: int) -> str:
+    """``executiontrace.2026-11-29T18_41_22.216.4242.out`` for a window that
+    ended at `end_realtime_ns` (UTC) in process `pid`."""
+    seconds, ns = divmod(end_realtime_ns, 1_000_000_000)
+    when = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return f"{PREFIX}{when:%Y-%m-%dT%H_%M_%S}.{ns // 1_000_000:03d}.{pid}{SUFFIX}"
+
+
+@dataclass(frozen=True)
+class TraceFile:
+    """An owned trace file in a dump directory."""
+
+    path: str
+    name: str
+    size: int
+    end_time: datetime
+    pid: int
+
+
+def parse_name(name: str) -> Optional[tuple[datetime, int]]:
+    """(UTC end time, pid) of an owned file's name, else None."""
+    match = OWNED.match(name)
+    if match is None:
+        return None
+    try:
+        when = datetime.strptime(match.group(1), "%Y-%m-%dT%H_%M_%S.%f").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return when, int(match.group(2))
+
+
+def ensure_dir(path: str) -> None:
+    """Creates the dump directory (mode 0700, whatever the umask) if missing."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if parent and not os.path.isdir(parent):
+        os.makedirs(parent, exist_ok=True)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return
+    os.chmod(path, DIR_MODE)
+
+
+def write(directory: str, name: str, data: bytes) -> str:
+    """Writes `data` as `directory/name` atomically (temporary file, fsync,
+    rename), mode 0600. On failure nothing is left behind and OSError is raised."""
+    if os.sep in name or not OWNED.match(name):
+        raise ValueError(f"not a trace file name: {name!r}")
+    ensure_dir(directory)
+    final = os.path.join(directory, name)
+    tmp = os.path.join(directory, name[: -len(SUFFIX)] + f".{time.monotonic_ns() % 1_000_000}" + TMP_SUFFIX)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags, FILE_MODE)
+    try:
+        try:
+            os.fchmod(fd, FILE_MODE)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return final
+
+
+def owned_files(directory: str) -> list[TraceFile]:
+    """The owned trace files of a directory, oldest first: regular files (never
+    followed through a symlink) whose name is exactly a trace file name."""
+    files = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        parsed = parse_name(entry.name)
+        if parsed is None:
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            continue
+        files.append(TraceFile(entry.path, entry.name, info.st_size, parsed[0], parsed[1]))
+    files.sort(key=lambda f: f.name)
+    return files
+
+
+@contextlib.contextmanager
+def _gc_lock(directory: str) -> Iterator[None]:
+    """An advisory lock shared by every process collecting in `directory`
+    (best effort: without one, e.g. on a read-only directory, GC goes on)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = os.path.join(directory, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@dataclass
+class CollectResult:
+    kept: list[TraceFile]
+    deleted: list[TraceFile]
+
+    @property
+    def kept_bytes(self) -> int:
+        return sum(f.size for f in self.kept)
+
+
+def collect(directory: str, limit: int, *, now: Optional[float] = None) -> CollectResult:
+    """Deletes owned files past `limit` bytes, newest kept first; the newest
+    file always stays. Also removes temporary files a crash left behind."""
+    kept: list[TraceFile] = []
+    deleted: list[TraceFile] = []
+    with _gc_lock(directory):
+        total = 0
+        for f in reversed(owned_files(directory)):
+            total += f.size
+            if kept and total > limit:
+                try:
+                    os.unlink(f.path)
+                except FileNotFoundError:
+                    pass  # a neighbour collected it first
+                deleted.append(f)
+            else:
+                kept.append(f)
+        _remove_stale_tmp(directory, time.time() if now is None else now)
+    kept.reverse()
+    deleted.reverse()
+    return CollectResult(kept, deleted)
+
+
+def _remove_stale_tmp(directory: str, now: float) -> None:
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        if not OWNED_TMP.match(entry.name):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode) and now - info.st_mtime > STALE_TMP_SECONDS:
+                os.unlink(entry.path)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+
+
+def usage(directory: str) -> tuple[int, int]:
+    """(number of owned files, their total bytes)."""
+    files = owned_files(directory)
+    return len(files), sum(f.size for f in files)
