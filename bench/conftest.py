@@ -117,9 +117,13 @@ def pytest_terminal_summary(terminalreporter, config):
     header = "| workload | untraced | floor | exectrace | viztracer | cProfile | exectrace / floor | exectrace / viztracer |"
     write(header)
     write("|---" * (header.count("|") - 1) + "|")
+    others = []
     for group, modes in sorted(by_group.items()):
         base = modes.get("untraced")
         if base is None:
+            continue
+        if "exectrace" not in modes:
+            others.append((group, modes, base))
             continue
         b = _median(base)
 
@@ -134,8 +138,15 @@ def pytest_terminal_summary(terminalreporter, config):
         vs_viz = f"{_median(ours) / _median(viz):.3f}" if ours and viz else "-"
         write(f"| {group} ({b * 1e3:.1f} ms) | 1.00x | {ratio('floor')} | {ratio('exectrace')} | "
               f"{ratio('viztracer')} | {ratio('cprofile')} | {vs_floor} | {vs_viz} |")
+    for group, modes, base in others:
+        ratios = ", ".join(f"{mode} {_median(bench) / _median(base):.3f}x"
+                           for mode, bench in modes.items() if mode != "untraced")
+        write(f"{group} ({_median(base) * 1e3:.1f} ms untraced): {ratios}")
     for bench in extra:
         info = bench.extra_info
+        if bench.group == "autostart check":
+            write(f"autostart check without EXECTRACE_* variables: {_median(bench) * 1e9:.0f} ns "
+                  f"({info.get('environment_variables')} variables in the environment)")
         if "slices" in info:
             median = _median(bench)
             write(f"{bench.name}: {info['slices']} slices in {median * 1e3:.1f} ms = "

@@ -1,9 +1,10 @@
 """Tracing without a code change: started from ``exectrace-autostart.pth``.
 
 Installing exectrace puts ``exectrace-autostart.pth`` in site-packages. At
-every interpreter start it checks whether any ``EXECTRACE_*`` variable is
-set (a scan of the environment's names, nothing imported) and only then
-imports this module, which starts the controller from the environment:
+every interpreter start it looks up one variable, ``EXECTRACE_INTERVAL``
+(the one that turns tracing on; about 1 us, nothing imported), and only when
+it is set imports this module, which reads every ``EXECTRACE_*`` variable
+and starts the controller:
 
     EXECTRACE_INTERVAL=15m EXECTRACE_DURATION=10s python app.py
 

@@ -341,7 +341,9 @@ def test_autostart_bad_value_warns_once_and_app_runs(python, tmp_path):
     assert not (tmp_path / "executiontrace_dump").exists()
 
 
-def test_without_variables_nothing_is_imported(python):
+def test_without_the_interval_variable_nothing_is_imported(python, tmp_path):
     autostart_pth()
-    result = python("import sys; print('exectrace' in sys.modules)")
+    result = python("import sys; print('exectrace' in sys.modules)", cwd=tmp_path,
+                    env={"EXECTRACE_DIR": str(tmp_path / "dump")})
     assert result.stdout.strip() == "False"
+    assert not (tmp_path / "dump").exists()
