@@ -37,7 +37,7 @@ def test_server_between_windows(benchmark, mode, loopback_server, tmp_path):
     finally:
         if mode == "idle-controller":
             exectrace.stop()
-    assert result == 200
+    assert result == 600
 
 
 def test_autostart_check_without_variables(benchmark, monkeypatch):

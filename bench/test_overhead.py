@@ -35,4 +35,4 @@ def test_scheduler(benchmark, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_server(benchmark, mode, loopback_server):
     group = "threaded server over loopback"
-    assert measure(benchmark, mode, group, workloads.server_round, loopback_server.address) == 200
+    assert measure(benchmark, mode, group, workloads.server_round, loopback_server.address) == 600

@@ -261,7 +261,7 @@ class LoopbackServer:
         self.server.server_close()
 
 
-def server_round(address: tuple[str, int], clients: int = 4, requests: int = 50) -> int:
+def server_round(address: tuple[str, int], clients: int = 4, requests: int = 150) -> int:
     """`clients` threads, each on its own connection, send `requests` requests."""
     answered = [0] * clients
 

@@ -687,3 +687,16 @@ def test_resolve_with_nothing_returns_equal_settings() -> None:
     base = S.defaults().replace(interval=MINUTE)
     assert S.resolve(base) == base
     assert S.resolve(base, interval=None) == base
+
+
+def test_readme_settings_reference_is_the_table():
+    """README.md's settings reference is generated from the table (paste
+    settings.markdown_table() between the markers when a setting changes)."""
+    from pathlib import Path
+
+    from exectrace.settings import markdown_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("<!-- settings-table:start -->") + len("<!-- settings-table:start -->")
+    end = readme.index("<!-- settings-table:end -->")
+    assert readme[start:end].strip() == markdown_table().strip()
