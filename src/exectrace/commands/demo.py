@@ -15,6 +15,9 @@ from exectrace.reader import read
 from exectrace.settings import SETTINGS
 
 
+HELP = "run a built-in workload under automatic tracing and summarize it"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=12.0, help="how long the workload runs (default 12)")
     parser.add_argument("--interval", default="3s", help="time between windows (default 3s)")

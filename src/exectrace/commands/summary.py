@@ -10,6 +10,9 @@ from exectrace.analysis import format_text, summarize
 from exectrace.reader import read
 
 
+HELP = "what a trace file says: threads, functions, blocking, GC"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="a trace file (executiontrace.*.out)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
