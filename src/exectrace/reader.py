@@ -301,7 +301,8 @@ def read(path: Union[str, os.PathLike[str]], *, allow_damaged: bool = False) -> 
     name = os.fspath(path)
     data = _read_bytes(name)
     columns = _tracecore.decode(data)
-    if columns.error and columns.packets == 0:
+    if columns.error and not (columns.tracks or columns.s_ts or columns.instants or columns.counters):
+        # nothing decoded before the error: random bytes, a text file, a bomb
         raise ExectraceError(f"{name} is not a Perfetto trace ({columns.error})")
     trace = Trace(name, columns)
     if not trace.is_exectrace:
