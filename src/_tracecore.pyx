@@ -1099,6 +1099,7 @@ import zlib as _zlib
 cdef enum:
     MAX_NESTING = 16
     MAX_INFLATED = 64 * 1024 * 1024
+    INFLATE_RATIO = 32
     MAX_PROBLEMS = 1000
 
 # Timestamps are int64 nanoseconds; outside [0, 2**63) a file is damaged.
@@ -1161,6 +1162,7 @@ cdef class _Decoder:
     cdef public Py_ssize_t unfinished
     cdef public object last_timestamp
     cdef public list problems
+    cdef Py_ssize_t inflate_budget
 
     def __cinit__(self):
         self.strings = []
@@ -1211,6 +1213,10 @@ cdef class _Decoder:
     # -- the trace
     cpdef decode(self, const uint8_t[::1] data):
         cdef const uint8_t* base = &data[0] if data.shape[0] else NULL
+        # Bounds memory on hostile input: exectrace's chunks inflate about 6x
+        # (at most ~12x for very repetitive calls), so 32x the file plus one
+        # chunk's worth is never reached by a real trace.
+        self.inflate_budget = <Py_ssize_t>MAX_INFLATED + INFLATE_RATIO * data.shape[0]
         try:
             self._packets(base, data.shape[0], 0)
         except DecodeError as e:
@@ -1303,12 +1309,20 @@ cdef class _Decoder:
 
     cdef _inflate(self, const pb_field* f):
         inflater = _zlib.decompressobj()
+        cdef Py_ssize_t room = min(<Py_ssize_t>MAX_INFLATED, self.inflate_budget)
+        if room <= 0:
+            raise DecodeError(
+                f"compressed chunks inflate to more than {INFLATE_RATIO}x the file's size: "
+                "not a trace written by exectrace")
         try:
-            inner = inflater.decompress((<const char*>f.data)[:f.size], MAX_INFLATED)
+            inner = inflater.decompress((<const char*>f.data)[:f.size], room)
         except _zlib.error as e:
             raise DecodeError(f"corrupt compressed chunk in packet #{self.packets}: {e}")
         if inflater.unconsumed_tail:
-            raise DecodeError(f"compressed chunk in packet #{self.packets} inflates past 64 MiB")
+            raise DecodeError(
+                f"compressed chunk in packet #{self.packets} inflates past "
+                + ("64 MiB" if room == MAX_INFLATED else f"{INFLATE_RATIO}x the file's size"))
+        self.inflate_budget -= len(inner)
         if not inflater.eof:
             raise DecodeError(f"truncated compressed chunk in packet #{self.packets}")
         cdef const uint8_t[::1] view = inner

@@ -1010,3 +1010,14 @@ def test_all_wire_types_everywhere_quickly():
     for _ in range(3):
         body = b"".join(ld(n, body[:2000]) for n in numbers) + body[:500]
     check_decode(packet(body) + packet(vi(10, 1), body))
+
+
+def test_many_small_bombs_hit_the_total_inflate_budget():
+    """Each chunk is under the per-chunk limit, together they are a bomb: the
+    total inflated size is bounded by the file's size."""
+    chunk = zlib.compress(b"\x0a\x00" * (512 * 1024), 9)  # 1 MiB of empty packets
+    data = packet(ld(50, chunk)) * 400  # ~400 MiB inflated from a few hundred KiB
+    started = time.monotonic()
+    decoded = _tracecore.decode(data)
+    assert time.monotonic() - started < 10
+    assert decoded.error is not None and "inflate" in decoded.error
