@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-import workloads
 
 import exectrace
+import workloads
 
 
 @pytest.fixture(scope="module")

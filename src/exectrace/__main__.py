@@ -22,7 +22,8 @@ ORDER = ("run", "record", "demo", "summary", "view", "ls", "convert", "debug-zip
 
 def command_modules() -> dict[str, str]:
     """{command name: module name} of exectrace/commands/."""
-    found = {info.name.replace("_", "-"): info.name for info in pkgutil.iter_modules(commands.__path__)}
+    found = {info.name.replace("_", "-"): info.name for info in pkgutil.iter_modules(commands.__path__)
+             if not info.name.startswith("_")}
     ranked = sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
     return {name: found[name] for name in ranked}
 

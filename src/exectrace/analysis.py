@@ -69,9 +69,77 @@ def _seconds(ns: float) -> float:
     return round(ns / 1e9, 9)
 
 
-def summarize(trace: Trace, top: int = 20) -> dict[str, Any]:
+def _walk_thread(trace: Trace, track: dict[str, Any], indices: list[int],
+                 functions: dict[tuple[int, int, int], dict[str, Any]],
+                 blocking: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, Any]:
+    """One thread's calls in time order: adds to `functions` and `blocking`,
+    returns the thread's time split."""
     c = trace.columns
     strings = trace.strings
+    indices.sort(key=lambda i: (c.s_ts[i], c.s_depth[i]))
+    python_ns = c_ns = 0
+    blocked = dict.fromkeys(REASONS, 0)
+    stack: list[int] = []  # open slices, outermost first
+    self_ns: dict[int, int] = {}
+    active: dict[tuple[int, int, int], int] = defaultdict(int)  # open calls per function
+    keys: dict[int, tuple[int, int, int]] = {}
+
+    def finish(j: int) -> None:
+        nonlocal python_ns, c_ns
+        key = keys[j]
+        active[key] -= 1
+        own = self_ns.pop(j)
+        f = functions[key]
+        f["self_ns"] += own
+        if active[key] == 0:  # recursion: only the outermost call counts inclusively
+            f["inclusive_ns"] += c.s_dur[j]
+        name = strings[c.s_name[j]]
+        cat = strings[c.s_cat[j]] if c.s_cat[j] >= 0 else ""
+        reason = blocking_reason(name, cat)
+        if reason is not None:
+            blocked[reason] += own
+            caller = strings[c.s_name[stack[-1]]] if stack else "(thread)"
+            site = blocking.setdefault((reason, caller, name), {
+                "reason": reason, "caller": caller, "function": name,
+                "count": 0, "total_ns": 0, "max_ns": 0})
+            site["count"] += 1
+            site["total_ns"] += c.s_dur[j]
+            site["max_ns"] = max(site["max_ns"], c.s_dur[j])
+        elif cat == "c":
+            c_ns += own
+        else:
+            python_ns += own
+
+    for i in indices:
+        depth = c.s_depth[i]
+        while stack and c.s_depth[stack[-1]] >= depth:  # not an ancestor: it has ended
+            finish(stack.pop())
+        if stack:
+            self_ns[stack[-1]] -= c.s_dur[i]
+        key = (c.s_name[i], c.s_file[i], c.s_line[i])
+        keys[i] = key
+        f = functions.get(key)
+        if f is None:
+            f = functions[key] = {
+                "name": strings[key[0]], "file": strings[key[1]] if key[1] >= 0 else "",
+                "line": key[2], "calls": 0, "inclusive_ns": 0, "self_ns": 0}
+        f["calls"] += 1
+        active[key] += 1
+        self_ns[i] = c.s_dur[i]
+        stack.append(i)
+    while stack:
+        finish(stack.pop())
+    return {
+        "name": track.get("name") or "", "tid": track.get("tid") or 0,
+        "calls": len(indices),
+        "python_s": _seconds(python_ns), "c_s": _seconds(c_ns),
+        "blocked_s": {k: _seconds(v) for k, v in blocked.items()},
+        "gc_s": 0.0,
+    }
+
+
+def summarize(trace: Trace, top: int = 20) -> dict[str, Any]:
+    c = trace.columns
     tracks = trace.tracks
     meta = trace.metadata
     n = len(c.s_ts)
@@ -84,69 +152,8 @@ def summarize(trace: Trace, top: int = 20) -> dict[str, Any]:
 
     functions: dict[tuple[int, int, int], dict[str, Any]] = {}
     blocking: dict[tuple[str, str, str], dict[str, Any]] = {}
-    threads: list[dict[str, Any]] = []
-
-    for uuid, indices in by_track.items():
-        indices.sort(key=lambda i: (c.s_ts[i], c.s_depth[i]))
-        track = tracks[uuid]
-        python_ns = c_ns = 0
-        blocked = dict.fromkeys(REASONS, 0)
-        stack: list[int] = []  # open slice indices
-        self_ns: dict[int, int] = {}
-        active: dict[tuple[int, int, int], int] = defaultdict(int)
-        keys: dict[int, tuple[int, int, int]] = {}
-
-        def finish(j: int) -> None:
-            nonlocal python_ns, c_ns
-            key = keys[j]
-            active[key] -= 1
-            own = self_ns.pop(j)
-            f = functions[key]
-            f["self_ns"] += own
-            if active[key] == 0:
-                f["inclusive_ns"] += c.s_dur[j]
-            cat = strings[c.s_cat[j]] if c.s_cat[j] >= 0 else ""
-            reason = blocking_reason(strings[c.s_name[j]], cat)
-            if reason is not None:
-                blocked[reason] += own
-                caller = strings[c.s_name[stack[-1]]] if stack else "(thread)"
-                site = blocking.setdefault((reason, caller, strings[c.s_name[j]]), {
-                    "reason": reason, "caller": caller, "function": strings[c.s_name[j]],
-                    "count": 0, "total_ns": 0, "max_ns": 0})
-                site["count"] += 1
-                site["total_ns"] += c.s_dur[j]
-                site["max_ns"] = max(site["max_ns"], c.s_dur[j])
-            elif cat == "c":
-                c_ns += own
-            else:
-                python_ns += own
-
-        for i in indices:
-            depth = c.s_depth[i]
-            while stack and c.s_depth[stack[-1]] >= depth:  # not an ancestor: it has ended
-                finish(stack.pop())
-            if stack:
-                self_ns[stack[-1]] -= c.s_dur[i]
-            key = (c.s_name[i], c.s_file[i], c.s_line[i])
-            keys[i] = key
-            f = functions.get(key)
-            if f is None:
-                f = functions[key] = {
-                    "name": strings[key[0]], "file": strings[key[1]] if key[1] >= 0 else "",
-                    "line": key[2], "calls": 0, "inclusive_ns": 0, "self_ns": 0}
-            f["calls"] += 1
-            active[key] += 1
-            self_ns[i] = c.s_dur[i]
-            stack.append(i)
-        while stack:
-            finish(stack.pop())
-        threads.append({
-            "name": track.get("name") or "", "tid": track.get("tid") or 0,
-            "calls": len(indices),
-            "python_s": _seconds(python_ns), "c_s": _seconds(c_ns),
-            "blocked_s": {k: _seconds(v) for k, v in blocked.items()},
-            "gc_s": 0.0,
-        })
+    threads = [_walk_thread(trace, tracks[uuid], indices, functions, blocking)
+               for uuid, indices in by_track.items()]
 
     gc: dict[str, dict[str, Any]] = {}
     by_thread_name = {t["name"]: t for t in threads}

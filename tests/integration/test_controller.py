@@ -14,10 +14,9 @@ import textwrap
 import time
 
 import pytest
-from perfetto_check import check_trace
 
 import exectrace
-from exectrace import dumpstore
+from perfetto_check import check_trace
 
 NAME = re.compile(r"^executiontrace\.\d{4}-\d\d-\d\dT\d\d_\d\d_\d\d\.\d{3}\.(\d+)\.out$")
 

@@ -49,7 +49,8 @@ def test_write_is_atomic_with_private_modes(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert open(path, "rb").read() == b"data"
+    with open(path, "rb") as f:
+        assert f.read() == b"data"
     assert os.listdir(directory) == [os.path.basename(path)]
 
 

@@ -14,7 +14,6 @@ from exectrace.errors import ExectraceError
 from exectrace.reader import read
 from exectrace.settings import SETTINGS
 
-
 HELP = "run a built-in workload under automatic tracing and summarize it"
 
 

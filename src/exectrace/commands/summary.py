@@ -9,7 +9,6 @@ import json
 from exectrace.analysis import format_text, summarize
 from exectrace.reader import read
 
-
 HELP = "what a trace file says: threads, functions, blocking, GC"
 
 
