@@ -12,6 +12,7 @@ which the analysis commands use directly; typed events are made on demand.
 
 from __future__ import annotations
 
+import collections
 import os
 import stat
 from collections.abc import Iterator
@@ -152,8 +153,8 @@ class Trace:
             return None
         # Every call kept in the recorder's ring is written as one thread slice.
         kept = _as_int(self.metadata.get("records.kept"), -1)
-        c = self.columns
-        calls = sum(1 for t in c.s_track if (self.tracks.get(t) or {}).get("kind") == "thread")
+        per_track = collections.Counter(self.columns.s_track)
+        calls = sum(n for t, n in per_track.items() if (self.tracks.get(t) or {}).get("kind") == "thread")
         if calls < kept:
             return f"it holds {calls} of the {kept} calls its metadata records (truncated?)"
         return None
@@ -169,10 +170,15 @@ class Trace:
             name = self.strings.index(WINDOW_SLICE)
         except ValueError:
             return None
-        for i, n in enumerate(c.s_name):
-            if n == name and self._track_name(c.s_track[i]) == META_TRACK:
+        names = c.s_name.tolist()  # list.index takes a start on every version
+        i = -1
+        while True:
+            try:
+                i = names.index(name, i + 1)
+            except ValueError:
+                return None
+            if self._track_name(c.s_track[i]) == META_TRACK:
                 return i
-        return None
 
     def _metadata(self) -> Metadata:
         c = self.columns

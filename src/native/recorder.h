@@ -983,7 +983,7 @@ static PyObject *et_gc_callback(PyObject *self, PyObject *const *args, Py_ssize_
     if (PyUnicode_CompareWithASCIIString(args[0], "start") == 0) {
         et_thread *t = et_current_thread();
         R.gc_start = now;
-        R.gc_thread = t ? t->index : 0;
+        R.gc_thread = t ? t->index : UINT32_MAX; /* no thread: not attributed */
         Py_RETURN_NONE;
     }
     if (R.gc_start == 0) {
