@@ -170,7 +170,7 @@ class Trace:
             name = self.strings.index(WINDOW_SLICE)
         except ValueError:
             return None
-        names = c.s_name.tolist()  # list.index takes a start on every version
+        names: list[int] = c.s_name.tolist()  # list.index takes a start on every version
         i = -1
         while True:
             try:

@@ -1,0 +1,208 @@
+"""List the trace files of a dump directory, oldest first and newest last: end
+time (UTC, from the file name), pid, size, window length, slices and records
+lost (from each file's metadata), then the number of files and their total
+size against total_dump_size_limit (the newest file's setting, else the
+environment's).
+
+Only files exectrace owns are listed: regular files (not symlinks) named
+exactly executiontrace.<UTC end time>.<pid>.out. A file that cannot be read
+shows "unreadable: <reason>" in place of its metadata.
+
+DIR defaults to the dump directory of the environment (EXECTRACE_DIR, else
+./executiontrace_dump). Every file is decoded to count its slices, which
+takes a second or two per million slices; --no-read lists names and sizes only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+from typing import Any, Optional
+
+from exectrace import dumpstore
+from exectrace.errors import ExectraceError
+from exectrace.reader import Trace, read
+from exectrace.settings import format_size, from_env, parse_size
+
+HELP = "list the trace files of a dump directory, newest last"
+
+_HEADER = ("END (UTC)", "PID", "SIZE", "WINDOW", "SLICES", "LOST", "FILE")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", nargs="?", metavar="DIR",
+                        help="a dump directory (default: EXECTRACE_DIR, else ./executiontrace_dump)")
+    parser.add_argument("--json", action="store_true", help="print one JSON list, one object per file")
+    parser.add_argument("--no-read", action="store_true",
+                        help="do not open the files: only what their names and sizes say (fast)")
+
+
+def human_size(n: int) -> str:
+    """1023 B, 2.2 KiB, 15.0 MiB, 4.0 GiB."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def _int(value: Any) -> Optional[int]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value)
+
+
+def _reason(error: ExectraceError, path: str) -> str:
+    """The reader's message without the path (the row already names the file)."""
+    text = str(error)
+    if path in text:
+        text = text.replace(path, "the file", 1)
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def describe(f: dumpstore.TraceFile, *, open_file: bool = True) -> dict[str, Any]:
+    """One file as a JSON-ready dict; `error` says why it could not be read."""
+    row: dict[str, Any] = {
+        "name": f.name,
+        "path": os.path.abspath(f.path),
+        "end_time": f"{f.end_time:%Y-%m-%dT%H:%M:%S}.{f.end_time.microsecond // 1000:03d}Z",
+        "pid": f.pid,
+        "size": f.size,
+        "window_duration_ns": None,
+        "slices": None,
+        "records_kept": None,
+        "records_lost": None,
+        "total_dump_size_limit": None,
+        "damage": None,
+        "error": None,
+    }
+    if not open_file:
+        return row
+    try:
+        trace: Trace = read(f.path, allow_damaged=True)
+    except ExectraceError as e:
+        row["error"] = _reason(e, f.path)
+        return row
+    except (OSError, MemoryError, ValueError) as e:  # pragma: no cover - the reader reports its own errors
+        row["error"] = f"{type(e).__name__}: {e}"
+        return row
+    meta = trace.metadata.values
+    row["window_duration_ns"] = _int(meta.get("window.duration_ns"))
+    row["slices"] = trace.slice_count
+    row["records_kept"] = _int(meta.get("records.kept"))
+    row["records_lost"] = _int(meta.get("records.lost"))
+    limit = meta.get("settings.total_dump_size_limit")
+    if isinstance(limit, str):
+        try:
+            row["total_dump_size_limit"] = parse_size(limit)
+        except ValueError:
+            pass
+    row["damage"] = trace.damage
+    return row
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    ns = row["window_duration_ns"]
+    return [
+        row["end_time"][:-1].replace("T", " "),
+        str(row["pid"]),
+        human_size(row["size"]),
+        "-" if ns is None else f"{ns / 1e9:.3f}s",
+        "-" if row["slices"] is None else str(row["slices"]),
+        "-" if row["records_lost"] is None else str(row["records_lost"]),
+    ]
+
+
+_WIDTHS = (23, 7, 10, 9, 9, 7)
+
+
+def _line(cells: list[str], name: str) -> str:
+    first = cells[0].ljust(_WIDTHS[0])
+    rest = "  ".join(c.rjust(w) for c, w in zip(cells[1:], _WIDTHS[1:]))
+    return f"{first}  {rest}  {name}"
+
+
+def _format_row(row: dict[str, Any]) -> str:
+    if row["error"] is not None:
+        cells = _cells(row)[:3]
+        head = cells[0].ljust(_WIDTHS[0]) + "  " + "  ".join(
+            c.rjust(w) for c, w in zip(cells[1:], _WIDTHS[1:3]))
+        return f"{head}  {row['name']}  unreadable: {row['error']}"
+    text = _line(_cells(row), row["name"])
+    if row["damage"]:
+        text += f"  (damaged: {row['damage']})"
+    return text
+
+
+def _environment_limit() -> Optional[int]:
+    try:
+        return from_env(os.environ)[0].total_dump_size_limit
+    except ExectraceError:
+        return None
+
+
+def total_line(rows: list[dict[str, Any]], env_limit: Optional[int]) -> str:
+    total = sum(r["size"] for r in rows)
+    count = f"{len(rows)} file{'' if len(rows) == 1 else 's'}"
+    text = f"{count}, {human_size(total)} ({total} bytes)"
+    limit, source = None, ""
+    for i, r in enumerate(reversed(rows)):
+        if r["total_dump_size_limit"] is not None:
+            limit = r["total_dump_size_limit"]
+            source = "the newest file's setting" if i == 0 else "the newest readable file's setting"
+            break
+    if limit is None and env_limit is not None:
+        limit, source = env_limit, "the environment"
+    if limit == 0:
+        text += f"; total_dump_size_limit 0B ({source}): only the newest file is kept"
+    elif limit is not None:
+        text += f"; {100 * total / limit:.1f}% of the {format_size(limit)} total_dump_size_limit ({source})"
+    return text
+
+
+def dump_dir(arg: Optional[str]) -> str:
+    """The directory to list: `arg`, else the environment's dump_dir (checked)."""
+    directory = arg if arg is not None else from_env(os.environ)[0].dump_dir
+    try:
+        info = os.stat(directory)
+    except FileNotFoundError:
+        hint = "" if arg is not None else " (from EXECTRACE_DIR or the default; give one, e.g. exectrace ls /var/tmp/executiontrace_dump)"
+        raise ExectraceError(f"no such directory: {directory}{hint}") from None
+    except OSError as e:
+        raise ExectraceError(f"cannot read {directory}: {e.strerror or e}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ExectraceError(f"{directory} is not a directory; give a dump directory, e.g. exectrace ls ./executiontrace_dump")
+    return directory
+
+
+def list_files(directory: str) -> list[dumpstore.TraceFile]:
+    try:
+        return dumpstore.owned_files(directory)
+    except OSError as e:
+        raise ExectraceError(f"cannot list {directory}: {e.strerror or e}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    directory = dump_dir(args.dir)
+    files = list_files(directory)
+    env_limit = _environment_limit()
+    if args.json:
+        rows = [describe(f, open_file=not args.no_read) for f in files]
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not files:
+        print(f"no trace files in {os.path.abspath(directory)}")
+        print(total_line([], env_limit))
+        return 0
+    print(_line(list(_HEADER[:-1]), _HEADER[-1]), flush=True)
+    rows = []
+    for f in files:  # printed as read: a large directory takes a while
+        row = describe(f, open_file=not args.no_read)
+        rows.append(row)
+        print(_format_row(row), flush=True)
+    print(total_line(rows, env_limit))
+    return 0
