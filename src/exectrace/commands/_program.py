@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import runpy
 import sys
-from typing import Any
 
 from exectrace.errors import ExectraceError
 from exectrace.settings import SETTINGS, Setting, parse_value
@@ -22,13 +22,15 @@ def add_setting_options(parser: argparse.ArgumentParser, names: list[str]) -> No
                            help=f"{setting.help} (env {setting.env}; e.g. {setting.example})")
 
 
-def setting_values(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
-    """The settings given as options, parsed (ExectraceConfigError on a bad one)."""
+def setting_values(args: argparse.Namespace, names: list[str]) -> dict[str, str]:
+    """The settings given as options, as given (strings, for the API or the
+    environment), after checking each (ExectraceConfigError on a bad one)."""
     values = {}
     for name in names:
         raw = getattr(args, f"setting_{name}")
         if raw is not None:
-            values[name] = parse_value(name, raw)[1]
+            parse_value(name, raw)
+            values[name] = raw
     return values
 
 
@@ -50,6 +52,12 @@ def run_python_program(args: argparse.Namespace) -> int:
     returns its exit status."""
     argv = program_argv(args)
     if args.module:
+        try:
+            found = importlib.util.find_spec(args.module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ExectraceError(f"no module named {args.module!r}")
         sys.argv = [args.module, *argv]
         target, runner = args.module, "module"
     else:
@@ -74,8 +82,4 @@ def run_python_program(args: argparse.Namespace) -> int:
             return code
         print(code, file=sys.stderr)
         return 1
-    except ImportError as e:
-        if runner == "module" and getattr(e, "name", None) == target:
-            raise ExectraceError(f"no module named {target!r}") from None
-        raise
     return 0

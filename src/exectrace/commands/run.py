@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if not as_command and not args.module and not os.path.isfile(argv[0]):
         raise ExectraceError(f"no such script: {argv[0]} (give a .py file, -m module, or -- command)")
     if "interval" not in values and not os.environ.get(SETTINGS["interval"].env):
-        values["interval"] = 60 * 10**9
+        values["interval"] = "1m"
         print("exectrace run: no --interval given; tracing every 1m", file=sys.stderr)
     if as_command:
         return _exec_command(argv, values)
@@ -59,12 +59,11 @@ def run(args: argparse.Namespace) -> int:
         api.stop()
 
 
-def _exec_command(argv: list[str], values: dict[str, object]) -> int:
+def _exec_command(argv: list[str], values: dict[str, str]) -> int:
     """Replaces this process with the command, EXECTRACE_* set from `values`."""
     env = dict(os.environ)
     for name, value in values.items():
-        setting = SETTINGS[name]
-        env[setting.env] = setting.format(value)
+        env[SETTINGS[name].env] = value
     sys.stdout.flush()
     sys.stderr.flush()
     try:
