@@ -1142,6 +1142,13 @@ class DecodeError(Exception):
     pass
 
 
+class _FoundWindow(Exception):
+    """Ends a metadata-only decode."""
+
+
+WINDOW_SLICE_NAME = "exectrace window"
+
+
 cdef class _Decoder:
     cdef public list strings
     cdef dict string_index
@@ -1163,6 +1170,10 @@ cdef class _Decoder:
     cdef public object last_timestamp
     cdef public list problems
     cdef Py_ssize_t inflate_budget
+    # metadata-only decoding stops at the window slice's begin (about the
+    # first 20 KB of an exectrace file)
+    cdef public bint metadata_only
+    cdef public object window_begin   # (ts, args) of the "exectrace window" slice
 
     def __cinit__(self):
         self.strings = []
@@ -1219,11 +1230,14 @@ cdef class _Decoder:
         self.inflate_budget = <Py_ssize_t>MAX_INFLATED + INFLATE_RATIO * data.shape[0]
         try:
             self._packets(base, data.shape[0], 0)
+        except _FoundWindow:
+            return self
         except DecodeError as e:
             self.error = str(e)
         except (MemoryError, RecursionError) as e:
             self.error = f"trace too large or too deeply nested to read ({type(e).__name__})"
-        self._close_open_slices()
+        if not self.metadata_only:
+            self._close_open_slices()
         return self
 
     cdef _packets(self, const uint8_t* data, size_t size, int depth):
@@ -1547,6 +1561,9 @@ cdef class _Decoder:
                 args = {}
             args["flows"] = flows
         if type == TYPE_SLICE_BEGIN:
+            if self.metadata_only and name is not None and self.strings[name] == WINDOW_SLICE_NAME:
+                self.window_begin = (ts, args or {})
+                raise _FoundWindow()
             stack = self.open_slices.get(track)
             if stack is None:
                 stack = self.open_slices[track] = []
@@ -1645,8 +1662,10 @@ cdef class _Decoder:
         return None
 
 
-def decode(data):
-    """Decodes Perfetto protobuf bytes; returns the decoder with its columns."""
+def decode(data, bint metadata_only=False):
+    """Decodes Perfetto protobuf bytes; returns the decoder with its columns.
+    metadata_only: stop at the "exectrace window" slice (see window_begin)."""
     decoder = _Decoder()
+    decoder.metadata_only = metadata_only
     decoder.decode(memoryview(data).cast("B") if not isinstance(data, bytes) else data)
     return decoder

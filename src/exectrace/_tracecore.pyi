@@ -81,5 +81,7 @@ class _Decoder:
     unfinished: int
     last_timestamp: Optional[int]
     problems: list[str]
+    metadata_only: bool
+    window_begin: Optional[tuple[int, dict[str, Any]]]
 
-def decode(data: Union[bytes, bytearray, memoryview]) -> _Decoder: ...
+def decode(data: Union[bytes, bytearray, memoryview], metadata_only: bool = ...) -> _Decoder: ...

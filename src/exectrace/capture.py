@@ -187,6 +187,7 @@ class ClosedWindow:
             ("window.closed_by", self.closed_by),
             ("records.lost", capture.records_lost),
             ("records.kept", capture.stats["records_kept"]),
+            ("gc.collections", capture.stats["gc_collections"]),
             ("gc.lost", capture.stats["gc_lost"]),
             ("recorder.hook", self.hook),
             ("recorder.clock", "tsc" if capture.used_ticks else "monotonic"),

@@ -26,6 +26,9 @@ from exectrace.errors import ExectraceError
 WINDOW_SLICE = "exectrace window"
 GC_TRACK = "GC"
 META_TRACK = "exectrace"
+#: read_metadata() looks no further: the window slice comes in the first
+#: compressed chunk (at most 512 KiB) of an exectrace file.
+METADATA_READ_BYTES = 1024 * 1024
 #: Files larger than this are refused rather than read into memory.
 MAX_FILE_BYTES = 8 * 1024**3
 
@@ -321,7 +324,26 @@ def read(path: Union[str, os.PathLike[str]], *, allow_damaged: bool = False) -> 
     return trace
 
 
-def _read_bytes(name: str) -> bytes:
+def read_metadata(path: Union[str, os.PathLike[str]]) -> Metadata:
+    """Only the metadata of an exectrace file (versions, pid, window, records
+    kept and lost, settings), reading no further than the window slice: fast
+    enough to list a directory of large traces. Raises ExectraceError like read()."""
+    name = os.fspath(path)
+    data = _read_bytes(name, limit=METADATA_READ_BYTES)
+    columns = _tracecore.decode(data, metadata_only=True)
+    if columns.window_begin is None:
+        if columns.error and columns.packets == 0:
+            raise ExectraceError(f"{name} is not a Perfetto trace ({columns.error})")
+        raise ExectraceError(
+            f"{name} was not written by exectrace (no '{WINDOW_SLICE}' slice"
+            f"{' in its first ' + str(METADATA_READ_BYTES // 1024) + ' KiB' if len(data) >= METADATA_READ_BYTES else ''})"
+        )
+    start, values = columns.window_begin
+    duration = _as_int(values.get("window.duration_ns"), 0)
+    return Metadata(dict(values), start, start + duration)
+
+
+def _read_bytes(name: str, limit: Optional[int] = None) -> bytes:
     try:
         info = os.stat(name)
     except OSError as e:
@@ -336,6 +358,6 @@ def _read_bytes(name: str) -> bytes:
         raise ExectraceError(f"{name} is too large to read ({info.st_size} bytes)")
     try:
         with open(name, "rb") as f:
-            return f.read()
+            return f.read() if limit is None else f.read(limit)
     except OSError as e:
         raise ExectraceError(f"cannot read {name}: {e.strerror or e}") from None

@@ -499,3 +499,30 @@ def test_with_settrace_debugger_active(python, tmp_path):
     assert result.stdout.strip() == "True"
     trace, _ = load(out)
     assert slices_named(trace, "f")
+
+
+def test_read_metadata_matches_the_full_read(trace_path, tmp_path):
+    from exectrace.reader import read_metadata
+
+    with exectrace.tracing(trace_path):
+        for _ in range(50):
+            outer()
+        gc.collect()
+    full = exectrace.read(trace_path)
+    meta = read_metadata(trace_path)
+    assert meta.values == full.metadata.values
+    assert meta.start_ns == full.metadata.start_ns
+    assert full.slice_count == meta["records.kept"] + meta["gc.collections"] + 1
+    # the metadata comes first: a file cut after it still has it
+    plain = tmp_path / "plain.out"
+    with exectrace.tracing(plain, compress=False):
+        for _ in range(50):
+            outer()
+    data = plain.read_bytes()
+    cut = tmp_path / "cut.out"
+    cut.write_bytes(data[: len(data) // 2])
+    assert read_metadata(cut)["process.pid"] == exectrace.read(plain).metadata["process.pid"]
+    other = tmp_path / "other.out"
+    other.write_bytes(b"\x0a\x02\x40\x01" * 10)  # packets with only a timestamp
+    with pytest.raises(exectrace.ExectraceError, match="not written by exectrace"):
+        read_metadata(other)

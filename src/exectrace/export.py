@@ -1,0 +1,578 @@
+"""Exporting a trace file to other tools' formats.
+
+``to_chrome_json(trace, out)`` writes Chrome's Trace Event Format (JSON), which
+chrome://tracing, the Perfetto UI and speedscope open: one complete event
+(``"ph": "X"``) per slice, timestamps in microseconds with the nanoseconds kept
+as three decimals, thread and process names as metadata events. Tracks that
+are not threads (``GC``, ``exectrace``) become pseudo threads of the process
+with the smallest thread ids no real thread uses (``GC`` is usually tid 1:
+trace_processor would merge a tid 0 into the main thread).
+The JSON is written as it is made, a few thousand events at a time.
+
+``to_pprof(trace, out)`` writes a gzipped pprof ``profile.proto`` (``go tool
+pprof``, pprof-compatible viewers) with two sample types, ``wall`` (the self
+time of each call stack) and ``blocked`` (the self time of C calls that block:
+sleeps, I/O, locks, waiting for a child process), in nanoseconds. A call's
+stack is the chain of calls enclosing it on its thread; each sample carries
+``thread`` (name) and ``tid`` labels: there is one sample per (thread, stack).
+GC pauses are not samples of their own: their time is in the calls they
+interrupted.
+
+Both read ``trace.columns`` directly: a file of a million slices converts in a
+few seconds. When the trace is large and stderr is a terminal, a percentage is
+shown on stderr while the slices are converted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import IO, Any, Optional, Union
+
+from exectrace.analysis import blocking_reason
+from exectrace.reader import Trace
+
+PathOrStream = Union[str, "os.PathLike[str]", IO[str], IO[bytes]]
+
+#: A progress line is shown for traces with at least this many slices.
+PROGRESS_MIN_SLICES = 200_000
+#: Events written to the output per write() call.
+_CHUNK = 4096
+#: Slices converted between two looks at the progress line (pprof).
+_PROGRESS_STEP = 65536
+#: Category of Python function calls (the file leaves it empty).
+PYTHON_CATEGORY = "python"
+
+
+# --------------------------------------------------------------------------
+# shared
+
+
+class _Progress:
+    """'exectrace convert: 42%' on stderr, only when it is a terminal."""
+
+    def __init__(self, total: int, label: str, enabled: Optional[bool]) -> None:
+        if enabled is None:
+            enabled = total >= PROGRESS_MIN_SLICES and _isatty(sys.stderr)
+        self.enabled = enabled and total > 0
+        self.total = total
+        self.label = label
+        self.shown = -1
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        percent = min(100, done * 100 // self.total)
+        if percent != self.shown:
+            self.shown = percent
+            sys.stderr.write(f"\r{self.label}: {percent:3d}%")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.shown >= 0:
+            sys.stderr.write("\r" + " " * (len(self.label) + 6) + "\r")
+            sys.stderr.flush()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def slice_order(trace: Trace) -> list[int]:
+    """Indices of all slices in (timestamp, depth) order: on every track an
+    enclosing call comes before the calls it encloses, even at the same ns."""
+    c = trace.columns
+    n = len(c.s_ts)
+    if n == 0:
+        return []
+    ts, depth = c.s_ts, c.s_depth
+    t0, d0 = min(ts), min(depth)
+    span = max(depth) - d0 + 1
+    # one integer key per slice sorts about twice as fast as (ts, depth) tuples
+    keys = [(t - t0) * span + (d - d0) for t, d in zip(ts, depth)]
+    return sorted(range(n), key=keys.__getitem__)
+
+
+def _default_pid(trace: Trace) -> int:
+    pid = trace.metadata.get("process.pid")
+    if isinstance(pid, int) and not isinstance(pid, bool):
+        return pid
+    for t in trace.tracks.values():
+        if t.get("pid"):
+            return int(t["pid"])
+    return 0
+
+
+# --------------------------------------------------------------------------
+# Chrome JSON
+
+
+def _us(ns: int) -> str:
+    """Nanoseconds as a JSON number of microseconds, exactly (three decimals)."""
+    if ns < 0:
+        return "-" + _us(-ns)
+    q, r = divmod(ns, 1000)
+    return f"{q}.{r:03d}"
+
+
+def _json(value: Any) -> str:
+    # ASCII only: a lone surrogate (an undecodable file name) cannot break the output
+    return json.dumps(value, default=str, allow_nan=False, separators=(",", ":"))
+
+
+def _clean(value: Any) -> Any:
+    """`value` with non-finite floats (not JSON) as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+class _ChromeThreads:
+    """(pid, tid) of every track that holds events, and the metadata events naming them."""
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+        self.default_pid = _default_pid(trace)
+        self.where: dict[int, tuple[int, int]] = {}
+        self.meta: list[str] = []
+        self.used: dict[int, set[int]] = {}  # pid -> tids taken
+        self.next_pseudo: dict[int, int] = {}
+        self.processes: dict[int, str] = {}
+        tracks = trace.tracks
+        for t in tracks.values():
+            if t.get("kind") == "process" and t.get("pid") is not None:
+                self.processes.setdefault(int(t["pid"]), t.get("name") or "")
+        threads = sorted(
+            (uuid for uuid, t in tracks.items() if t.get("kind") == "thread"),
+            key=lambda u: (tracks[u].get("tid") is None, tracks[u].get("tid") or 0, u),
+        )
+        for uuid in threads:
+            t = tracks[uuid]
+            pid = int(t["pid"]) if t.get("pid") is not None else self.default_pid
+            tid = t.get("tid")
+            taken = self.used.setdefault(pid, set())
+            if tid is None or int(tid) in taken:
+                # a thread id reused within the window (or none): its own tid
+                tid = self._free_tid(pid, start=1 << 30)
+            tid = int(tid)
+            taken.add(tid)
+            self._name(uuid, pid, tid, t.get("name") or f"thread {tid}", sort_index=0)
+
+    def _free_tid(self, pid: int, start: int = 1) -> int:
+        # never 0: trace_processor's JSON importer puts tid 0 on the process's
+        # main thread; never the pid, the main thread's tid
+        taken = self.used.setdefault(pid, set())
+        taken.update((0, pid))
+        tid = max(start, self.next_pseudo.get(pid, 1))
+        while tid in taken:
+            tid += 1
+        self.next_pseudo[pid] = tid + 1
+        return tid
+
+    def _name(self, uuid: int, pid: int, tid: int, name: str, sort_index: int) -> None:
+        self.where[uuid] = (pid, tid)
+        if pid not in self.processes:
+            self.processes[pid] = ""
+        self.meta.append(
+            f'{{"ph":"M","pid":{pid},"tid":{tid},"name":"thread_name","args":{{"name":{_json(name)}}}}}'
+        )
+        self.meta.append(
+            f'{{"ph":"M","pid":{pid},"tid":{tid},"name":"thread_sort_index",'
+            f'"args":{{"sort_index":{sort_index}}}}}'
+        )
+
+    def pid_of(self, uuid: int) -> int:
+        """The process of a track: its own pid, else its ancestors'."""
+        seen = set()
+        at: Optional[int] = uuid
+        t = self.trace.tracks.get(uuid)
+        while t is not None and at not in seen:
+            seen.add(at)
+            if t.get("pid") is not None:
+                return int(t["pid"])
+            at = t.get("parent")
+            t = self.trace.tracks.get(at) if at is not None else None
+        return self.default_pid
+
+    def thread_of(self, uuid: int) -> tuple[int, int]:
+        """(pid, tid) of a track; a track that is not a thread gets a pseudo thread."""
+        found = self.where.get(uuid)
+        if found is None:
+            pid = self.pid_of(uuid)
+            tid = self._free_tid(pid)
+            self.used[pid].add(tid)
+            name = (self.trace.tracks.get(uuid) or {}).get("name") or f"track {uuid}"
+            self._name(uuid, pid, tid, name, sort_index=1_000_000 + tid)
+            found = self.where[uuid]
+        return found
+
+    def process_events(self) -> list[str]:
+        out = []
+        for pid, name in sorted(self.processes.items()):
+            label = name or str(self.trace.metadata.get("process.argv", "")) or "python"
+            out.append(
+                f'{{"ph":"M","pid":{pid},"tid":0,"name":"process_name","args":{{"name":{_json(label)}}}}}'
+            )
+        return out
+
+
+@contextmanager
+def _text_output(out: PathOrStream, compress: Optional[bool]) -> Iterator[Callable[[str], Any]]:
+    """The write() of `out`: a path (gzipped when `compress`, or when it is
+    None and the name ends in .gz), a text or a binary stream (left open)."""
+    if isinstance(out, (str, os.PathLike)):
+        name = os.fspath(out)
+        if compress or (compress is None and name.endswith(".gz")):
+            with gzip.open(name, "wt", encoding="utf-8", compresslevel=6) as z:
+                yield z.write
+        else:
+            with open(name, "w", encoding="utf-8", buffering=1 << 20) as f:
+                yield f.write
+    elif isinstance(out, (io.RawIOBase, io.BufferedIOBase)) or "b" in getattr(out, "mode", ""):
+        binary: Any = out
+        yield lambda text: binary.write(text.encode("utf-8", "surrogatepass"))
+        binary.flush()
+    else:
+        text: Any = out
+        yield text.write
+        text.flush()
+
+
+def to_chrome_json(trace: Trace, out: PathOrStream, *, compress: Optional[bool] = None,
+                   progress: Optional[bool] = None) -> int:
+    """Writes `trace` as Chrome Trace Event Format JSON to a path or stream.
+
+    Returns the number of complete ("X") events written (one per slice).
+    `compress`: gzip a path's contents (None: when the name ends in .gz).
+    `progress`: True/False forces the progress line on/off; None shows it for
+    large traces when stderr is a terminal.
+    """
+    c = trace.columns
+    strings = trace.strings
+    tracks = trace.tracks
+    order = slice_order(trace)
+    threads = _ChromeThreads(trace)
+    enc = [_json(s) for s in strings]
+    meter = _Progress(len(order), "exectrace convert", progress)
+
+    # per-track event prefix; the tracks that are not threads get their
+    # pseudo threads first (GC, then the others by name)
+    used = set(c.s_track) | {inst[0] for inst in c.instants}
+    for uuid in sorted(used, key=lambda u: ((tracks.get(u) or {}).get("name") != "GC",
+                                             str((tracks.get(u) or {}).get("name")), u)):
+        threads.thread_of(uuid)
+    prefix: dict[int, str] = {}
+    thread_track: dict[int, bool] = {}
+    for uuid in set(c.s_track):
+        pid, tid = threads.thread_of(uuid)
+        prefix[uuid] = f'{{"ph":"X","pid":{pid},"tid":{tid},"ts":'
+        thread_track[uuid] = (tracks.get(uuid) or {}).get("kind") == "thread"
+
+    with _text_output(out, compress) as write:
+        write('{"traceEvents":[\n')
+        head = threads.process_events() + threads.meta
+        if head:
+            write(",\n".join(head))
+        first = not head
+        # The text of each slice but its times, by slice index: one string per
+        # function (and per track) shared by all its calls. Lists, not the
+        # arrays: indexing a list does not make a new int.
+        python_cat = _json(PYTHON_CATEGORY)
+        tail_of: dict[tuple[int, int, int, int], str] = {}
+        tails = []
+        for key in zip(c.s_name.tolist(), c.s_cat.tolist(), c.s_file.tolist(), c.s_line.tolist()):
+            tail = tail_of.get(key)
+            if tail is None:
+                tail = tail_of[key] = _slice_tail(key, enc, python_cat, None)
+            tails.append(tail)
+        s_track = c.s_track.tolist()
+        pre = [prefix[t] for t in s_track]
+        for i, args_i in enumerate(c.s_args.tolist()):
+            track = s_track[i]
+            if args_i >= 0 or not thread_track[track]:  # GC, the window: a few slices
+                key = (c.s_name[i], c.s_cat[i], c.s_file[i], c.s_line[i])
+                default = python_cat if thread_track[track] else _json(
+                    ((tracks.get(track) or {}).get("name") or "track").lower())
+                tails[i] = _slice_tail(key, enc, default, c.args[args_i] if args_i >= 0 else None)
+        ts, dur = c.s_ts.tolist(), c.s_dur.tolist()
+        exact = not order or (min(ts) >= 0 and min(dur) >= 0)
+        for start in range(0, len(order), _CHUNK):
+            part = order[start:start + _CHUNK]
+            if exact:  # ns as µs with three decimals
+                text = ",\n".join([
+                    '%s%d.%03d,"dur":%d.%03d,%s' % (  # noqa: UP031 (twice as fast as f-strings here)
+                        pre[i], ts[i] // 1000, ts[i] % 1000, dur[i] // 1000, dur[i] % 1000, tails[i])
+                    for i in part])
+            else:
+                text = ",\n".join([f'{pre[i]}{_us(ts[i])},"dur":{_us(max(dur[i], 0))},{tails[i]}'
+                                    for i in part])
+            write(("\n" if first else ",\n") + text)
+            first = False
+            meter.update(start + len(part))
+        del tails, pre, ts, dur
+
+        rest: list[str] = []
+        for inst in c.instants:
+            track, when, name, cat, iargs, message = inst
+            pid, tid = threads.thread_of(track)
+            args = dict(iargs or {})
+            if message is not None:
+                args["message"] = message
+            category = strings[cat] if cat >= 0 else ((tracks.get(track) or {}).get("name") or "").lower()
+            rest.append(
+                f'{{"ph":"i","s":"t","pid":{pid},"tid":{tid},"ts":{_us(when)},"name":{_name(enc, name)},'
+                f'"cat":{_json(category)},"args":{_json(_clean(args))}}}'
+            )
+        for track, when, value in c.counters:
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            pid = threads.pid_of(track)
+            name = (tracks.get(track) or {}).get("name") or f"counter {track}"
+            rest.append(
+                f'{{"ph":"C","pid":{pid},"tid":0,"ts":{_us(when)},"name":{_json(name)},'
+                f'"args":{{"value":{_json(value)}}}}}'
+            )
+        if rest:
+            write(("\n" if first else ",\n") + ",\n".join(rest))
+        meta = dict(trace.metadata.values)
+        meta["exectrace.converted_from"] = os.path.basename(trace.path)
+        if trace.damage:
+            meta["exectrace.damage"] = trace.damage
+        write('\n],\n"displayTimeUnit":"ns",\n"metadata":' + _json(_clean(meta)) + "}\n")
+    meter.done()
+    return len(order)
+
+
+def _slice_tail(key: tuple[int, int, int, int], enc: list[str], default_cat: str,
+                extra: Optional[dict[str, Any]]) -> str:
+    """The end of an X event: name, category and args."""
+    name, cat, file, line = key
+    args: dict[str, Any] = {}
+    parts = []
+    if file >= 0:
+        parts.append(f'"file":{enc[file]},"line":{line}')
+    if extra:
+        args = {k: v for k, v in _clean(extra).items() if k not in ("file", "line")}
+        if args:
+            parts.append(_json(args)[1:-1])
+    category = enc[cat] if cat >= 0 else default_cat
+    return f'"name":{_name(enc, name)},"cat":{category},"args":{{{",".join(parts)}}}}}'
+
+
+def _name(enc: list[str], index: int) -> str:
+    return enc[index] if index >= 0 else '"?"'
+
+
+# --------------------------------------------------------------------------
+# pprof (profile.proto, hand-encoded)
+
+
+def _varint(value: int) -> bytes:
+    value &= 0xFFFFFFFFFFFFFFFF  # negative int64: two's complement, 10 bytes
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _uint(field: int, value: int) -> bytes:
+    """A varint field (omitted when 0, as proto3 does)."""
+    return _varint(field << 3) + _varint(value) if value else b""
+
+
+def _len(field: int, payload: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _packed(field: int, values: list[int]) -> bytes:
+    return _len(field, b"".join(_varint(v) for v in values)) if values else b""
+
+
+class _Strings:
+    """A pprof string table: index 0 is ""."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {"": 0}
+        self.table: list[str] = [""]
+
+    def __call__(self, s: str) -> int:
+        i = self.index.get(s)
+        if i is None:
+            i = self.index[s] = len(self.table)
+            self.table.append(s)
+        return i
+
+
+def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
+    """The (uncompressed) serialized pprof Profile of `trace`."""
+    c = trace.columns
+    strings = trace.strings
+    tracks = trace.tracks
+    order = slice_order(trace)
+    meter = _Progress(len(order), "exectrace convert", progress)
+
+    by_track: dict[int, list[int]] = {}
+    thread_tracks = {uuid for uuid, t in tracks.items() if t.get("kind") == "thread"}
+    s_track = c.s_track.tolist()
+    for i in order:
+        track = s_track[i]
+        if track in thread_tracks:
+            lst = by_track.get(track)
+            if lst is None:
+                lst = by_track[track] = []
+            lst.append(i)
+
+    # call tree: node -> (parent node, location); node 0.. are the threads' roots
+    tree: dict[tuple[int, int], int] = {}
+    parent_of: list[int] = []
+    loc_of_node: list[int] = []
+    wall: list[int] = []
+    blocked: list[int] = []
+    root_thread: dict[int, tuple[str, int]] = {}  # root node -> (thread name, tid)
+    locations: dict[tuple[int, int, int], int] = {}  # (name, file, line) -> location id
+
+    s_ts, s_dur, s_depth = c.s_ts.tolist(), c.s_dur.tolist(), c.s_depth.tolist()
+    # each slice's (location id, blocks), one tuple per function
+    site_of: dict[tuple[int, int, int, int], tuple[int, bool]] = {}
+    sites = []
+    for key in zip(c.s_name.tolist(), c.s_cat.tolist(), c.s_file.tolist(), c.s_line.tolist()):
+        site = site_of.get(key)
+        if site is None:
+            name, cat, file, line = key
+            loc = locations.get((name, file, line))
+            if loc is None:
+                loc = locations[(name, file, line)] = len(locations) + 1
+            reason = blocking_reason(strings[name] if name >= 0 else "", strings[cat] if cat >= 0 else "")
+            site = site_of[key] = (loc, reason is not None)
+        sites.append(site)
+    done = 0
+    for track, indices in by_track.items():
+        t = tracks[track]
+        root = len(parent_of)
+        parent_of.append(-1)
+        loc_of_node.append(0)
+        wall.append(0)
+        blocked.append(0)
+        root_thread[root] = (t.get("name") or f"thread {t.get('tid') or track}", int(t.get("tid") or 0))
+        # the open calls, innermost last: (depth, end, node, blocking)
+        stack: list[tuple[int, int, int, bool]] = []
+        top: tuple[int, int, int, bool] = (-1, 0, root, False)
+        for start in range(0, len(indices), _PROGRESS_STEP):
+            for i in indices[start:start + _PROGRESS_STEP]:
+                depth = s_depth[i]
+                ts = s_ts[i]
+                while stack and (top[0] >= depth or top[1] < ts):
+                    stack.pop()
+                    top = stack[-1] if stack else (-1, 0, root, False)
+                parent = top[2]
+                loc, is_blocking = sites[i]
+                node = tree.get((parent, loc))
+                if node is None:
+                    node = tree[(parent, loc)] = len(parent_of)
+                    parent_of.append(parent)
+                    loc_of_node.append(loc)
+                    wall.append(0)
+                    blocked.append(0)
+                dur = s_dur[i]
+                wall[node] += dur
+                wall[parent] -= dur
+                if is_blocking:
+                    blocked[node] += dur
+                if top[3]:
+                    blocked[parent] -= dur
+                top = (depth, ts + dur, node, is_blocking)
+                stack.append(top)
+            meter.update(done + min(start + _PROGRESS_STEP, len(indices)))
+        done += len(indices)
+        meter.update(done)
+    meter.done()
+
+    st = _Strings()
+    out = bytearray()
+    # sample_type = 1, period_type = 11: ValueType{type = 1, unit = 2}
+    out += _len(1, _uint(1, st("wall")) + _uint(2, st("nanoseconds")))
+    out += _len(1, _uint(1, st("blocked")) + _uint(2, st("nanoseconds")))
+    thread_key, tid_key = st("thread"), st("tid")
+    for node in range(len(parent_of)):
+        if loc_of_node[node] == 0:
+            continue
+        w, b = max(wall[node], 0), max(blocked[node], 0)
+        if not w and not b:
+            continue
+        frames: list[int] = []  # leaf first
+        n = node
+        while loc_of_node[n]:
+            frames.append(loc_of_node[n])
+            n = parent_of[n]
+        thread, tid = root_thread[n]
+        # Sample{location_id = 1, value = 2, label = 3: Label{key = 1, str = 2, num = 3}}
+        out += _len(2, _packed(1, frames) + _len(2, _varint(w) + _varint(b))
+                    + _len(3, _uint(1, thread_key) + _uint(2, st(thread)))
+                    + _len(3, _uint(1, tid_key) + _uint(3, tid)))
+    # mapping = 3: one for everything, already symbolized
+    # Mapping{id = 1, filename = 5, has_functions = 7, has_filenames = 8, has_line_numbers = 9}
+    out += _len(3, _uint(1, 1) + _uint(5, st("python")) + _uint(7, 1) + _uint(8, 1) + _uint(9, 1))
+    functions = bytearray()
+    for (name, file, line), loc in locations.items():
+        fname = st(strings[name] if name >= 0 else "?")
+        ffile = st(strings[file]) if file >= 0 else 0
+        line = max(line, 0)
+        # Location{id = 1, mapping_id = 2, line = 4: Line{function_id = 1, line = 2}}
+        out += _len(4, _uint(1, loc) + _uint(2, 1) + _len(4, _uint(1, loc) + _uint(2, line)))
+        # Function{id = 1, name = 2, filename = 4, start_line = 5}; no system_name
+        # = 3: pprof would "demangle" it into the name, and a name like <module>
+        # looks like a C++ template to it (it would show as "")
+        functions += _len(5, _uint(1, loc) + _uint(2, fname) + _uint(4, ffile) + _uint(5, line))
+    out += functions
+    meta = trace.metadata
+    start_realtime = meta.get("window.start_realtime_ns")
+    duration = meta.get("window.duration_ns", meta.end_ns - meta.start_ns)
+    comments = [f"exectrace {meta.get('exectrace.version', '?')}: {os.path.basename(trace.path)}"]
+    if trace.damage:
+        comments.append(f"damaged: {trace.damage}")
+    comment_ids = [st(s) for s in comments]
+    default_type = st("wall")
+    tail = bytearray()
+    if isinstance(start_realtime, int) and start_realtime > 0:
+        tail += _uint(9, start_realtime)  # time_nanos
+    if isinstance(duration, int) and duration > 0:
+        tail += _uint(10, duration)  # duration_nanos
+    tail += _len(11, _uint(1, st("wall")) + _uint(2, st("nanoseconds")))  # period_type
+    tail += _uint(12, 1)  # period
+    tail += _packed(13, comment_ids)  # comment
+    tail += _uint(14, default_type)  # default_sample_type
+    # valid UTF-8 (protobuf checks): a lone surrogate is written as \udcxx
+    out += b"".join(_len(6, s.encode("utf-8", "backslashreplace")) for s in st.table)
+    out += tail
+    return bytes(out)
+
+
+def to_pprof(trace: Trace, out: Union[str, os.PathLike[str], IO[bytes]], *,
+             progress: Optional[bool] = None) -> int:
+    """Writes `trace` as a gzipped pprof profile to a path or binary stream.
+
+    Returns the number of bytes written (compressed).
+    """
+    data = gzip.compress(build_pprof(trace, progress=progress), compresslevel=6, mtime=0)
+    if isinstance(out, (str, os.PathLike)):
+        with open(out, "wb") as f:
+            f.write(data)
+    else:
+        out.write(data)
+        out.flush()
+    return len(data)
