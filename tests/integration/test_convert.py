@@ -211,41 +211,6 @@ def test_chrome_json_to_streams(traced):
     assert json.loads(binary.getvalue()) == json.loads(text.getvalue())
 
 
-def _tpq():
-    """shared/tools/tpq (Perfetto's trace_processor, offline), when installed."""
-    here = Path(__file__).resolve()
-    for base in here.parents:
-        tool = base / "shared" / "tools" / "tpq" / "tpq"
-        if tool.exists():
-            venv = Path(os.environ.get("TPQ_VENV", Path.home() / ".cache" / "tpq" / "venv"))
-            if (venv / "bin" / "python").exists() and shutil.which("node"):
-                return tool
-    return None
-
-
-@pytest.mark.skipif(_tpq() is None, reason="trace_processor (shared/tools/tpq) is not installed")
-def test_trace_processor_reads_the_same_slices(traced, tmp_path):
-    path, model = traced
-    out = tmp_path / "trace.json"
-    assert convert(path, "--to", "chrome-json", "-o", out) == 0
-    sql = ("select t.name as thread, count(*) as n, sum(s.depth) as depths, sum(s.dur) as dur "
-           "from slice s join thread_track tt on s.track_id = tt.id join thread t using(utid) "
-           "group by t.name order by t.name")
-
-    def query(file):
-        env = {**os.environ, "HOME": str(Path.home())}
-        result = subprocess.run([str(_tpq()), "--strict", str(file), sql],
-                                capture_output=True, text=True, timeout=120, env=env)
-        assert result.returncode == 0, result.stderr
-        return [json.loads(line) for line in result.stdout.splitlines()]
-
-    original = query(path)
-    converted = {row["thread"]: row for row in query(out)}
-    for row in original:  # every thread: same slices, same nesting, same durations
-        assert converted.pop(row["thread"]) == row
-    assert set(converted) == {"GC", "exectrace"}
-
-
 # ----------------------------------------------------------------------- pprof
 
 
