@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     newest_path = os.path.abspath(newest.path)
     print(f"\nsummary of the newest ({newest.name}):\n")
     print(format_text(summarize(read(newest.path, allow_damaged=True)), top=8))
-    print(f"\nopen it in the Perfetto UI: upload {newest_path} at https://ui.perfetto.dev")
-    print(f"or summarize any of them: exectrace summary {newest_path}")
+    print(f"\nopen it in the Perfetto UI:  exectrace view {newest_path}")
+    print(f"summarize any of them:       exectrace summary {newest_path}")
+    print(f"list them:                   exectrace ls {os.path.abspath(args.dump_dir)}")
     return 0
