@@ -11,7 +11,7 @@ import time
 from exectrace import api, demo, dumpstore
 from exectrace.analysis import format_text, summarize
 from exectrace.errors import ExectraceError
-from exectrace.reader import read
+from exectrace.reader import read, read_metadata
 from exectrace.settings import SETTINGS
 
 HELP = "run a built-in workload under automatic tracing and summarize it"
@@ -44,9 +44,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{len(files)} trace files in {os.path.abspath(args.dump_dir)}:")
     for f in files:
         print(f"  {f.name}  {f.size / 1024:.0f} KiB")
-    newest = files[-1]
+    # the newest whole window: the last file is usually the window cut short at stop
+    complete = [f for f in files if not read_metadata(f.path).get("window.truncated", False)]
+    newest = (complete or files)[-1]
     newest_path = os.path.abspath(newest.path)
-    print(f"\nsummary of the newest ({newest.name}):\n")
+    print(f"\nsummary of the newest whole window ({newest.name}):\n")
     print(format_text(summarize(read(newest.path, allow_damaged=True)), top=8))
     print(f"\nopen it in the Perfetto UI:  exectrace view {newest_path}")
     print(f"summarize any of them:       exectrace summary {newest_path}")
