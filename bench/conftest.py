@@ -152,3 +152,23 @@ def pytest_terminal_summary(terminalreporter, config):
             write(f"{bench.name}: {info['slices']} slices in {median * 1e3:.1f} ms = "
                   f"{info['slices'] / median / 1e6:.1f}M slices/s, "
                   f"{info['bytes'] / info['slices']:.2f} bytes/slice ({info.get('compressor')})")
+
+
+@pytest.fixture(scope="session")
+def big_trace_file(tmp_path_factory):
+    """A trace file of the call-heavy and scheduler workloads (about 1.4M slices)."""
+    import workloads
+
+    window = capture.Window.open(settings.defaults())
+    for _ in range(4):
+        workloads.call_heavy()
+        workloads.scheduler()
+    closed = window.close()
+    try:
+        data = closed.encode()
+    finally:
+        closed.release()
+    path = tmp_path_factory.mktemp("big") / "big.out"
+    path.write_bytes(data)
+    return path
+

@@ -8,25 +8,12 @@ import io
 
 import pytest
 
-import workloads
-from exectrace import capture, export, reader, settings
+from exectrace import export, reader
 
 
 @pytest.fixture(scope="module")
-def big_trace(tmp_path_factory):
-    """A trace file of the call-heavy and scheduler workloads (about 1M slices), read back."""
-    window = capture.Window.open(settings.defaults())
-    for _ in range(4):
-        workloads.call_heavy()
-        workloads.scheduler()
-    closed = window.close()
-    try:
-        data = closed.encode()
-    finally:
-        closed.release()
-    path = tmp_path_factory.mktemp("convert") / "big.out"
-    path.write_bytes(data)
-    return reader.read(path)
+def big_trace(big_trace_file):
+    return reader.read(big_trace_file)
 
 
 class _Counting(io.RawIOBase):

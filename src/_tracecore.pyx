@@ -330,10 +330,9 @@ def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
     et_activate()
 
 
-def stop():
-    """Closes the window; returns its Capture, or None when none was open."""
+cdef _uninstall():
+    """Removes the recording hooks and the GC callback, if installed."""
     global _hooks_installed
-    cdef et_capture* c = et_end()
     if _hooks_installed:
         _hooks_installed = False
         try:
@@ -341,6 +340,12 @@ def stop():
         except ValueError:
             pass
         _remove_hooks(False)
+
+
+def stop():
+    """Closes the window; returns its Capture, or None when none was open."""
+    cdef et_capture* c = et_end()
+    _uninstall()
     if c == NULL:
         return None
     cdef Capture capture = Capture.__new__(Capture)
@@ -378,15 +383,8 @@ cdef dict _capture_stats(et_capture* c):
 
 def after_fork_child():
     """In a forked child: drop the parent's window and hooks without writing."""
-    global _hooks_installed, _monitor_tool
     et_after_fork_child()
-    if _hooks_installed:
-        _hooks_installed = False
-        try:
-            _gc.callbacks.remove(_gc_callback)
-        except ValueError:
-            pass
-        _remove_hooks(False)
+    _uninstall()
 
 
 def ignore_thread(uint64_t ident, bint ignored=True):

@@ -23,6 +23,7 @@ from typing import Any
 
 from exectrace import _names, _tracecore
 from exectrace._compat import HAS_SYS_MONITORING, IS_LINUX, IS_MACOS
+from exectrace._files import write_atomic
 from exectrace._version import __version__
 from exectrace.errors import ExectraceError
 from exectrace.settings import Settings, defaults, resolve
@@ -234,28 +235,6 @@ def _compressor_name() -> str:
 def _iso(realtime_ns: int) -> str:
     when = datetime.fromtimestamp(realtime_ns / 1e9, tz=timezone.utc)
     return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Writes `data` to `path` through a temporary file in the same directory
-    and a rename: readers see the whole file or none of it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 _tracing_lock = threading.Lock()

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Optional
 
+from exectrace._files import write_atomic
+
 PREFIX = "executiontrace."
 SUFFIX = ".out"
 TMP_SUFFIX = ".tmp"
@@ -91,25 +93,9 @@ def write(directory: str, name: str, data: bytes) -> str:
     if os.sep in name or not OWNED.match(name):
         raise ValueError(f"not a trace file name: {name!r}")
     ensure_dir(directory)
-    final = os.path.join(directory, name)
-    tmp = os.path.join(directory, name[: -len(SUFFIX)] + f".{time.monotonic_ns() % 1_000_000}" + TMP_SUFFIX)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(tmp, flags, FILE_MODE)
-    try:
-        try:
-            os.fchmod(fd, FILE_MODE)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return final
+    # executiontrace.<time>.<pid>.<n>.tmp: GC recognises it if a crash leaves it
+    tmp = name[: -len(SUFFIX)] + f".{time.monotonic_ns() % 1_000_000}" + TMP_SUFFIX
+    return write_atomic(os.path.join(directory, name), data, mode=FILE_MODE, tmp_name=tmp)
 
 
 def owned_files(directory: str) -> list[TraceFile]:

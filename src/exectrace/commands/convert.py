@@ -18,13 +18,12 @@ or truncated file is converted as far as it is readable, with a warning."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import stat
 import sys
-import tempfile
 
 from exectrace import export
+from exectrace._files import output_file
 from exectrace.errors import ExectraceError
 from exectrace.reader import read
 
@@ -72,26 +71,17 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
         return 0
 
-    directory = os.path.dirname(os.path.abspath(out))
     try:  # written beside the output (0600 until done), then moved into place
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(out)}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as e:
-        raise ExectraceError(f"cannot write {out}: {e.strerror or e}") from None
-    try:
-        try:
+        with output_file(out, force=args.force, exists=f"{out} exists (use --force to overwrite it)") as (fd, tmp):
+            os.close(fd)
             if args.to == "pprof":
                 export.to_pprof(trace, tmp)
             else:
                 export.to_chrome_json(trace, tmp, compress=out.endswith(".gz"))
             # as private as the trace it came from (exectrace writes 0600)
             os.chmod(tmp, stat.S_IMODE(os.stat(args.file).st_mode) & 0o666)
-            _publish(tmp, out, args.force)
-        except OSError as e:
-            raise ExectraceError(f"cannot write {out}: {e.strerror or e}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except OSError as e:
+        raise ExectraceError(f"cannot write {out}: {e.strerror or e}") from None
     size = os.path.getsize(out)
     print(f"wrote {out} ({trace.slice_count} slices, {_size(size)})")
     return 0
@@ -108,22 +98,6 @@ def _check_output(source: str, out: str, force: bool) -> None:
     directory = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(directory):
         raise ExectraceError(f"cannot write {out}: directory {directory} does not exist")
-
-
-def _publish(tmp: str, out: str, force: bool) -> None:
-    """Moves the finished file into place; without --force never over a file
-    that appeared meanwhile (a hard link fails if the name exists)."""
-    if force:
-        os.replace(tmp, out)
-        return
-    try:
-        os.link(tmp, out)
-    except FileExistsError:
-        raise ExectraceError(f"{out} exists (use --force to overwrite it)") from None
-    except OSError:  # no hard links on this file system
-        if os.path.lexists(out):
-            raise ExectraceError(f"{out} exists (use --force to overwrite it)") from None
-        os.replace(tmp, out)
 
 
 def _isatty(stream: object) -> bool:

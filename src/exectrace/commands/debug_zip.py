@@ -36,7 +36,6 @@ import platform
 import socket
 import stat
 import sys
-import tempfile
 import time
 import zipfile
 from collections import Counter
@@ -46,6 +45,7 @@ from datetime import datetime, timezone
 from typing import IO, Any, Optional
 
 from exectrace import dumpstore
+from exectrace._files import output_file
 from exectrace._version import __version__
 from exectrace.errors import ExectraceError
 from exectrace.settings import from_env
@@ -268,47 +268,22 @@ def _check_out(out: str, force: bool) -> str:
     return parent
 
 
-def _publish(tmp: str, out: str, force: bool) -> None:
-    """Moves the finished zip into place: replacing OUT with --force, else
-    only if OUT still does not exist (a hard link never replaces a file)."""
-    if force:
-        os.replace(tmp, out)
-        return
-    try:
-        os.link(tmp, out)
-    except FileExistsError:
-        raise ExectraceError(f"{out} already exists; use --force to replace it, or another name") from None
-    except OSError:  # a filesystem without hard links: check, then rename
-        if os.path.lexists(out):
-            raise ExectraceError(f"{out} already exists; use --force to replace it, or another name") from None
-        os.replace(tmp, out)
-        return
-    os.unlink(tmp)
-
-
 def run(args: argparse.Namespace) -> int:
     out: str = args.out
-    parent = _check_out(out, args.force)
+    _check_out(out, args.force)
     dirs = args.dump_dirs or [from_env(os.environ)[0].dump_dir]
     dirs = _check_dirs(dirs)
     node = args.node or default_node()
     entries = plan(dirs, node)
 
+    exists = f"{out} already exists; use --force to replace it, or another name"
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise ExectraceError(f"cannot write in {parent}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w+b") as f:
+        with output_file(out, force=args.force, exists=exists) as (fd, _tmp), os.fdopen(fd, "w+b") as f:
             count, total = _write_zip(f, entries, dirs, node)
             f.flush()
             os.fsync(f.fileno())
-        _publish(tmp, out, args.force)
     except OSError as e:
         raise ExectraceError(f"cannot write {out}: {e.strerror or e}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
     where = ", ".join(os.path.abspath(d) for d in dirs)
     print(f"wrote {out}: {count} trace file{'' if count == 1 else 's'} ({total} bytes) from {where} "
           f"as nodes/{node}/executiontrace/, with settings.json and versions.json")
