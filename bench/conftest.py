@@ -142,6 +142,12 @@ def pytest_terminal_summary(terminalreporter, config):
         ratios = ", ".join(f"{mode} {_median(bench) / _median(base):.3f}x"
                            for mode, bench in modes.items() if mode != "untraced")
         write(f"{group} ({_median(base) * 1e3:.1f} ms untraced): {ratios}")
+    fresh = {b.extra_info["fresh_process_mode"]: b.extra_info["process_median_s"]
+             for b in extra if "fresh_process_mode" in b.extra_info}
+    if "no-package" in fresh and "idle-controller" in fresh:
+        write(f"fresh process, threaded server: exectrace never imported {fresh['no-package'] * 1e3:.1f} ms, "
+              f"idle controller {fresh['idle-controller'] * 1e3:.1f} ms "
+              f"({fresh['idle-controller'] / fresh['no-package']:.3f}x)")
     for bench in extra:
         info = bench.extra_info
         if bench.group == "autostart check":
