@@ -32,8 +32,6 @@ cdef extern from "Python.h":
         const char* ml_name
     ctypedef struct PyCodeObject:
         pass
-    int PyType_HasFeature(PyTypeObject* t, unsigned long feature)
-    unsigned long Py_TPFLAGS_HEAPTYPE
 
 cdef extern from "clock.h":
     ctypedef struct et_clock_pair:
@@ -464,10 +462,10 @@ cdef enum:
     # uncompressed bytes per compressed_packets chunk (Perfetto reads < 512 KiB)
     CHUNK_BYTES = 256 * 1024
 
-DEF_UUID_PROCESS = 0
-DEF_UUID_GC = 1
-DEF_UUID_META = 2
-DEF_UUID_THREAD0 = 16
+UUID_PROCESS = 0
+UUID_GC = 1
+UUID_META = 2
+UUID_THREAD0 = 16
 
 
 cdef struct Out:
@@ -925,35 +923,35 @@ cdef class Capture:
             m.varint(2, CLOCK_MONOTONIC).close()
             m.open(F_PACKET_DEFAULTS).varint(F_TIMESTAMP_CLOCK_ID, CLOCK_MONOTONIC).close()
             _append_packet(&o, m)
-            m = _global_packet(start_ns).open(F_TRACK_DESCRIPTOR).varint(1, base + DEF_UUID_PROCESS)
+            m = _global_packet(start_ns).open(F_TRACK_DESCRIPTOR).varint(1, base + UUID_PROCESS)
             m.open(3).varint(1, pid).string(6, process_name).close().close()
             _append_packet(&o, m)
-            for uuid, name in ((DEF_UUID_META, "exectrace"), (DEF_UUID_GC, "GC")):
+            for uuid, name in ((UUID_META, "exectrace"), (UUID_GC, "GC")):
                 m = _global_packet(start_ns).open(F_TRACK_DESCRIPTOR).varint(1, base + uuid)
-                m.varint(5, base + DEF_UUID_PROCESS).string(2, name).close()
+                m.varint(5, base + UUID_PROCESS).string(2, name).close()
                 _append_packet(&o, m)
             for t in range(c.n_threads):
                 m = _global_packet(start_ns).open(F_TRACK_DESCRIPTOR)
-                m.varint(1, base + DEF_UUID_THREAD0 + t).open(4).varint(1, pid)
+                m.varint(1, base + UUID_THREAD0 + t).open(4).varint(1, pid)
                 m.varint(2, c.threads[t].native_id or c.threads[t].ident & 0x7FFFFFFF)
                 m.string(5, thread_names[t]).close().close()
                 _append_packet(&o, m)
             m = _global_packet(start_ns).open(F_TRACK_EVENT)
-            m.varint(F_TE_TYPE, TYPE_SLICE_BEGIN).varint(F_TE_TRACK_UUID, base + DEF_UUID_META)
+            m.varint(F_TE_TYPE, TYPE_SLICE_BEGIN).varint(F_TE_TRACK_UUID, base + UUID_META)
             m.string(F_TE_NAME, "exectrace window")
             for key, value in metadata:
                 _annotation(m, key, value)
             _append_packet(&o, m.close())
             if self.records_lost:
                 m = _global_packet(start_ns).open(F_TRACK_EVENT)
-                m.varint(F_TE_TYPE, TYPE_INSTANT).varint(F_TE_TRACK_UUID, base + DEF_UUID_META)
+                m.varint(F_TE_TYPE, TYPE_INSTANT).varint(F_TE_TRACK_UUID, base + UUID_META)
                 m.string(F_TE_NAME, "records lost")
                 _annotation(m, "count", self.records_lost)
                 _append_packet(&o, m.close())
             for j in range(c.n_gc):
                 g = &c.gc[j]
                 m = _global_packet(to_ns(&k, g.start)).open(F_TRACK_EVENT)
-                m.varint(F_TE_TYPE, TYPE_SLICE_BEGIN).varint(F_TE_TRACK_UUID, base + DEF_UUID_GC)
+                m.varint(F_TE_TYPE, TYPE_SLICE_BEGIN).varint(F_TE_TRACK_UUID, base + UUID_GC)
                 m.string(F_TE_NAME, f"GC gen{g.generation}")
                 _annotation(m, "generation", g.generation)
                 _annotation(m, "collected", g.collected)
@@ -962,10 +960,10 @@ cdef class Capture:
                     _annotation(m, "thread", thread_names[g.thread])
                 _append_packet(&o, m.close())
                 m = _global_packet(max(to_ns(&k, g.end), to_ns(&k, g.start))).open(F_TRACK_EVENT)
-                m.varint(F_TE_TYPE, TYPE_SLICE_END).varint(F_TE_TRACK_UUID, base + DEF_UUID_GC)
+                m.varint(F_TE_TYPE, TYPE_SLICE_END).varint(F_TE_TRACK_UUID, base + UUID_GC)
                 _append_packet(&o, m.close())
             m = _global_packet(stop_ns).open(F_TRACK_EVENT)
-            m.varint(F_TE_TYPE, TYPE_SLICE_END).varint(F_TE_TRACK_UUID, base + DEF_UUID_META)
+            m.varint(F_TE_TYPE, TYPE_SLICE_END).varint(F_TE_TRACK_UUID, base + UUID_META)
             _append_packet(&o, m.close())
 
             # --- interned names, prebuilt once per function
@@ -1019,7 +1017,7 @@ cdef class Capture:
                 first = offsets[t - 1] if t > 0 else 0
                 if offsets[t] == first:
                     continue
-                m = Msg_first_on_sequence(SEQ_FIRST_THREAD + t, start_ns, base + DEF_UUID_THREAD0 + t)
+                m = Msg_first_on_sequence(SEQ_FIRST_THREAD + t, start_ns, base + UUID_THREAD0 + t)
                 _append_packet(&o, m)
                 with nogil:
                     memset(w.defined, 0, c.n_funcs + 1)
@@ -1076,9 +1074,6 @@ cdef object _defining_type(object cls, PyMethodDef* ml):
             defs += 1
     return cls
 
-
-def is_heap_type(object cls):
-    return bool(PyType_HasFeature(<PyTypeObject*>cls, Py_TPFLAGS_HEAPTYPE))
 
 
 # ----------------------------------------------------------------- reader
