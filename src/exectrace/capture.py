@@ -180,8 +180,8 @@ class ClosedWindow:
             ("process.pid", os.getpid()),
             ("process.host", socket.gethostname()),
             ("process.argv", " ".join(sys.argv)),
-            ("window.start", _iso(capture.start_realtime_ns)),
-            ("window.end", _iso(capture.stop_realtime_ns)),
+            ("window.start", utc_iso(capture.start_realtime_ns)),
+            ("window.end", utc_iso(capture.stop_realtime_ns)),
             ("window.start_realtime_ns", capture.start_realtime_ns),
             ("window.duration_ns", capture.stop_monotonic_ns - capture.start_monotonic_ns),
             ("window.truncated", self.truncated),
@@ -232,9 +232,10 @@ def _compressor_name() -> str:
     return "zlib (isal)" if _chunk_compressor() is not None else "zlib"
 
 
-def _iso(realtime_ns: int) -> str:
+def utc_iso(realtime_ns: int, timespec: str = "microseconds") -> str:
+    """2026-11-29T18:41:22.216123Z"""
     when = datetime.fromtimestamp(realtime_ns / 1e9, tz=timezone.utc)
-    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return when.isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 _tracing_lock = threading.Lock()

@@ -29,11 +29,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any, Optional
 
 from exectrace import _tracecore, dumpstore
-from exectrace.capture import ClosedWindow, Window
+from exectrace.capture import ClosedWindow, Window, utc_iso
 from exectrace.schedule import CLOSE, OPEN, Schedule
 from exectrace.settings import Settings
 
@@ -181,7 +180,8 @@ class Controller:
                 "enabled": self._running and self.settings.interval > 0,
                 "settings": self.settings.as_display_dict(),
                 "window_open": self._window is not None,
-                "window_started": _iso(self._window_started_wall) if self._window else None,
+                "window_started": (utc_iso(int(self._window_started_wall * 1e9), "milliseconds")
+                                   if self._window and self._window_started_wall else None),
                 "next_window_in": (max(0, wake - now) / 1e9) if wake is not None and self._running else None,
                 "dump_dir": directory,
                 "files": files,
@@ -344,12 +344,6 @@ def _describe(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
     return repr(e)
-
-
-def _iso(wall: Optional[float]) -> Optional[str]:
-    if wall is None:
-        return None
-    return datetime.fromtimestamp(wall, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # --------------------------------------------------------- process-wide state

@@ -21,6 +21,7 @@ import pytest
 import exectrace
 from exectrace import dumpstore
 from exectrace._version import __version__
+from perfetto_check import check_trace
 
 POSIX = os.name == "posix"
 BASE_NS = 1_795_000_000_000_000_000  # 2026-11-19T...: a fixed end time for names
@@ -54,6 +55,7 @@ def work(n):
 def make_trace(path, calls, **options):
     with exectrace.tracing(str(path), **options):
         work(calls)
+    check_trace(str(path))
     return str(path)
 
 

@@ -13,6 +13,7 @@ import pytest
 
 import exectrace
 from exectrace.__main__ import main
+from perfetto_check import check_trace
 
 
 def sleeper():
@@ -43,6 +44,7 @@ def trace_file(tmp_path_factory):
         lock.release()
         t.join()
         holder.join()
+    check_trace(str(path))
     return path
 
 

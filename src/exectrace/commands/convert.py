@@ -24,6 +24,7 @@ import sys
 
 from exectrace import export
 from exectrace._files import output_file
+from exectrace.commands.ls import human_size
 from exectrace.errors import ExectraceError
 from exectrace.reader import read
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise ExectraceError(f"cannot write {out}: {e.strerror or e}") from None
     size = os.path.getsize(out)
-    print(f"wrote {out} ({trace.slice_count} slices, {_size(size)})")
+    print(f"wrote {out} ({trace.slice_count} slices, {human_size(size)})")
     return 0
 
 
@@ -105,11 +106,3 @@ def _isatty(stream: object) -> bool:
         return bool(stream.isatty())  # type: ignore[attr-defined]
     except (AttributeError, ValueError, OSError):
         return False
-
-
-def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.1f} KiB"
-    return f"{n / 1024 / 1024:.1f} MiB"
