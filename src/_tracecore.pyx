@@ -149,6 +149,10 @@ cdef extern from "recorder.h":
     unsigned long et_foreign_profiler_thread(Py_tracefunc a, Py_tracefunc b)
     void PyEval_SetProfile(Py_tracefunc func, PyObject* obj)
 
+# exectrace.Lock / exectrace.RLock: locks that record `with lock:` waits
+cdef extern from "tracedlock.h":
+    object et_lock_types()
+
 cdef extern from "zlib.h":
     ctypedef unsigned long uLong
     ctypedef unsigned long uLongf
@@ -168,6 +172,7 @@ if isinstance(_threading_active, dict):
 
 HAS_TICKS = bool(ET_HAVE_TICKS)
 HAS_SYS_MONITORING = bool(ET_HAS_SYS_MONITORING)
+Lock, RLock = et_lock_types()
 
 # ------------------------------------------------------------------ hooks
 
