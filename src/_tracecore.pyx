@@ -81,6 +81,10 @@ cdef extern from "recorder.h":
     enum:
         ET_FUNC_PY
         ET_FUNC_C
+        ET_FUNC_REGION
+        ET_REC_CALL
+        ET_REC_STEP
+        ET_REC_CREATE
     ctypedef struct et_record:
         int64_t start
         int64_t end
@@ -107,6 +111,13 @@ cdef extern from "recorder.h":
         PyObject* obj
         uint8_t kind
         uint8_t excluded
+    ctypedef struct et_event:
+        int64_t ts
+        uint64_t task
+        uint32_t thread
+        uint32_t kind
+        PyObject* a
+        PyObject* b
     ctypedef struct et_capture:
         et_record* ring
         uint64_t capacity
@@ -120,6 +131,11 @@ cdef extern from "recorder.h":
         uint32_t n_gc
         uint64_t gc_lost
         uint64_t dropped_calls
+        PyObject** tasks
+        uint32_t n_tasks
+        et_event* events
+        uint32_t n_events
+        uint64_t events_lost
         et_clock_pair start_clock
         et_clock_pair stop_clock
         int64_t start_realtime_ns
@@ -140,6 +156,7 @@ cdef extern from "recorder.h":
     et_capture* et_end()
     void et_after_fork_child()
     int et_ignore_thread(uint64_t ident, int on) except -1
+    void et_set_asyncio(object current_task, object create_task_code)
     int et_init_strings() except -1
     object et_monitor_callback(int index)
     object et_make_function(int which)
@@ -148,6 +165,9 @@ cdef extern from "recorder.h":
     int et_set_profile_all(Py_tracefunc func, Py_tracefunc ours) except -1
     unsigned long et_foreign_profiler_thread(Py_tracefunc a, Py_tracefunc b)
     void PyEval_SetProfile(Py_tracefunc func, PyObject* obj)
+
+cdef extern from "annotations.h":
+    object et_annotation_functions()
 
 # exectrace.Lock / exectrace.RLock: locks that record `with lock:` waits
 cdef extern from "tracedlock.h":
@@ -171,6 +191,9 @@ if isinstance(_threading_active, dict):
     R.threading_active = <PyObject*>_threading_active
 
 HAS_TICKS = bool(ET_HAVE_TICKS)
+
+# User annotations (src/native/annotations.h): one flag check when no window is open.
+region, task, log, Region, Task = et_annotation_functions()
 HAS_SYS_MONITORING = bool(ET_HAS_SYS_MONITORING)
 Lock, RLock = et_lock_types()
 
@@ -301,7 +324,8 @@ def _seed_current_frames():
 
 def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
           uint32_t max_depth=0, include_prefixes=(), exclude_prefixes=(), bint use_ticks=True,
-          int tool_id=2, bint seed_stacks=True):
+          int tool_id=2, bint seed_stacks=True, asyncio_current_task=None,
+          asyncio_create_task_code=None):
     """Opens a window.
 
     buffer_size: bytes for the ring of records (32 bytes each).
@@ -309,6 +333,9 @@ def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
     use_ticks: read the CPU's tick counter (the caller checked it is safe).
     tool_id: the sys.monitoring tool id to take (3.12+).
     seed_stacks: start with the call stacks threads already have.
+    asyncio_current_task: the C function _asyncio.current_task, to attribute
+    coroutine steps to tasks; asyncio_create_task_code: the code object of
+    BaseEventLoop.create_task, whose return values are new tasks.
     """
     global _hooks_installed
     if _hooks_installed or _floor_installed or R.cap != NULL:
@@ -319,6 +346,7 @@ def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
     et_begin(capacity, use_ticks, c_calls, min_duration_ns, max_depth,
              tuple(include_prefixes), tuple(exclude_prefixes))
     try:
+        et_set_asyncio(asyncio_current_task, asyncio_create_task_code)
         if seed_stacks:
             for ident, (native_id, thread, codes) in _seed_current_frames().items():
                 for code in codes:
@@ -381,6 +409,9 @@ cdef dict _capture_stats(et_capture* c):
         "gc_collections": c.n_gc,
         "gc_lost": c.gc_lost,
         "dropped_calls": c.dropped_calls,
+        "asyncio_tasks": c.n_tasks,
+        "annotations": c.n_events,
+        "annotations_lost": c.events_lost,
     }
 
 
@@ -464,6 +495,9 @@ cdef enum:
     SEQ_GLOBAL = 1
     SEQ_FIRST_THREAD = 2
     CATEGORY_C = 1
+    CATEGORY_REGION = 2
+    CATEGORY_FIRST_REASON = 3
+    ANNOTATION_BLOCKING = 1
     # uncompressed bytes per compressed_packets chunk (Perfetto reads < 512 KiB)
     CHUNK_BYTES = 256 * 1024
 
@@ -546,16 +580,12 @@ cdef inline int out_packet_done(Out* o) noexcept nogil:
 
 
 cdef inline int put_event(pb_buf* b, uint64_t delta, uint32_t seq, uint32_t type,
-                          uint32_t iid, uint32_t category, bint source_location,
+                          const uint8_t* tail, size_t tail_len,
                           const uint8_t* interned, size_t interned_len) noexcept nogil:
-    """One TrackEvent packet on a thread's sequence (its track is the default)."""
-    cdef size_t te = 2
-    if type != TYPE_SLICE_END:
-        te += 1 + pb_varint_size(iid)
-        if source_location:
-            te += 2 + pb_varint_size(iid)
-        if category:
-            te += 1 + pb_varint_size(category)
+    """One TrackEvent packet on a thread's sequence (its track is the default).
+    tail: the event's fields after its type (name, categories, source
+    location, arguments), prebuilt per function."""
+    cdef size_t te = 2 + tail_len
     cdef size_t body = 1 + pb_varint_size(delta) + 1 + pb_varint_size(seq) + 1 + pb_varint_size(te) + te
     if interned_len:
         body += 1 + pb_varint_size(interned_len) + interned_len
@@ -568,12 +598,9 @@ cdef inline int put_event(pb_buf* b, uint64_t delta, uint32_t seq, uint32_t type
     pb_varint(b, PB_TAG(F_TRACK_EVENT, PB_LEN))
     pb_varint(b, te)
     pb_field_varint(b, F_TE_TYPE, type)
-    if type != TYPE_SLICE_END:
-        if category:
-            pb_field_varint(b, F_TE_CATEGORY_IIDS, category)
-        pb_field_varint(b, F_TE_NAME_IID, iid)
-        if source_location:
-            pb_field_varint(b, F_TE_SOURCE_LOCATION_IID, iid)
+    if tail_len:
+        memcpy(b.data + b.len, tail, tail_len)
+        b.len += tail_len
     if interned_len:
         pb_field_bytes(b, F_INTERNED_DATA, interned, interned_len)
     return 0
@@ -604,22 +631,31 @@ cdef struct ThreadPass:
     uint8_t* defined     # per function: name interned on this sequence yet
 
 
+cdef struct FuncBytes:
+    # per function: its begin events' fields after the type, and the
+    # InternedData that defines its name (and source location) on a sequence
+    const uint8_t* tail
+    size_t tail_len
+    const uint8_t* blob
+    size_t blob_len
+
+
 cdef inline int emit(Out* o, const Clock* k, int64_t ticks, int64_t* prev_ns, uint32_t seq,
-                     uint32_t type, uint32_t f, ThreadPass* w, const uint8_t** blobs,
-                     const size_t* blob_lens, const uint8_t* is_c) noexcept nogil:
+                     uint32_t type, uint32_t f, ThreadPass* w,
+                     const FuncBytes* fb) noexcept nogil:
     cdef int64_t now_ns = to_ns(k, ticks)
     cdef int rc
     if now_ns < prev_ns[0]:
         now_ns = prev_ns[0]
     if type == TYPE_SLICE_END:
-        rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type, 0, 0, 0, NULL, 0)
+        rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type, NULL, 0, NULL, 0)
     elif w.defined[f]:
-        rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type, f + 1,
-                       CATEGORY_C if is_c[f] else 0, not is_c[f], NULL, 0)
+        rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type,
+                       fb[f].tail, fb[f].tail_len, NULL, 0)
     else:
         w.defined[f] = 1
-        rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type, f + 1,
-                       CATEGORY_C if is_c[f] else 0, not is_c[f], blobs[f], blob_lens[f])
+        rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type,
+                       fb[f].tail, fb[f].tail_len, fb[f].blob, fb[f].blob_len)
     prev_ns[0] = now_ns
     if rc < 0:
         return -1
@@ -628,8 +664,7 @@ cdef inline int emit(Out* o, const Clock* k, int64_t ticks, int64_t* prev_ns, ui
 
 cdef int encode_thread(Out* o, const et_capture* c, const Clock* k, const uint32_t* idx,
                        uint32_t n, uint32_t seq, ThreadPass* w,
-                       const uint8_t** blobs, const size_t* blob_lens,
-                       const uint8_t* is_c) noexcept nogil:
+                       const FuncBytes* fb) noexcept nogil:
     """The events of one thread; idx lists its records in the order they were
     written, which is the post-order of its call forest (children before
     parents).  The ends go out in that order; the begins in pre-order, and a
@@ -685,15 +720,15 @@ cdef int encode_thread(Out* o, const et_capture* c, const Clock* k, const uint32
     for i in range(n):
         while ends < i - <int64_t>pre[i].depth:
             if emit(o, k, ring[idx[ends]].end, &prev_ns, seq, TYPE_SLICE_END, 0, w,
-                    blobs, blob_lens, is_c) < 0:
+                    fb) < 0:
                 return -1
             ends += 1
         if emit(o, k, pre[i].start, &prev_ns, seq, TYPE_SLICE_BEGIN, pre[i].func, w,
-                blobs, blob_lens, is_c) < 0:
+                fb) < 0:
             return -1
     while ends < n:
         if emit(o, k, ring[idx[ends]].end, &prev_ns, seq, TYPE_SLICE_END, 0, w,
-                blobs, blob_lens, is_c) < 0:
+                fb) < 0:
             return -1
         ends += 1
     return 0
@@ -784,17 +819,28 @@ cdef _Msg _global_packet(int64_t ts):
     return m
 
 
-cdef bytes _interned_blob(uint32_t iid, bint is_c, object name, object file, int line):
+cdef bytes _interned_blob(uint32_t iid, bint has_location, object name, object file, int line):
     """InternedData defining a function's name (and source location, for Python)."""
     m = _Msg()
     m.open(2).varint(1, iid).string(2, name).close()          # event_names
-    if is_c:
-        m.open(1).varint(1, CATEGORY_C).string(2, "c").close()  # event_categories
-    else:
+    if has_location:
         m.open(4).varint(1, iid).string(2, file).string(3, name)  # source_locations
         if line > 0:
             m.varint(4, line)
         m.close()
+    return m.value()
+
+
+cdef bytes _event_tail(uint32_t iid, list category_iids, bint has_location, object reason):
+    """A function's begin-event fields: categories, name, location, blocking reason."""
+    m = _Msg()
+    for category in category_iids:
+        m.varint(F_TE_CATEGORY_IIDS, category)
+    m.varint(F_TE_NAME_IID, iid)
+    if has_location:
+        m.varint(F_TE_SOURCE_LOCATION_IID, iid)
+    if reason:
+        m.open(F_TE_DEBUG_ANNOTATIONS).varint(1, ANNOTATION_BLOCKING).string(6, reason).close()
     return m.value()
 
 
@@ -867,6 +913,8 @@ cdef class Capture:
             f = &c.funcs[i]
             if f.kind == ET_FUNC_PY:
                 result.append(("py", <object>f.obj))
+            elif f.kind == ET_FUNC_REGION:
+                result.append(("region", <object>f.obj))
             else:
                 owner = <object>f.obj if f.obj != NULL else None
                 name = (<PyMethodDef*>f.key).ml_name.decode("utf-8", "replace")
@@ -876,19 +924,55 @@ cdef class Capture:
                 result.append(("c", name, owner, defining))
         return result
 
-    def encode(self, *, list names, list thread_names, int pid, str process_name,
-               list metadata, int compress_level=1, object compressor=None):
-        """The window as Perfetto protobuf bytes.
-
-        names: per function id, (name, file, first line);
-        thread_names: per thread index; metadata: [(key, value)] shown on the
-        window slice; compress_level: zlib level of compressed_packets, 0 for
-        none; compressor: a callable turning bytes into zlib-format bytes, used
-        instead of the built-in zlib when given (and compress_level > 0).
-        """
+    def tasks(self):
+        """The asyncio tasks that ran a step or were created, by their number."""
         cdef et_capture* c = self._get()
-        if len(names) != c.n_funcs or len(thread_names) != c.n_threads:
-            raise ValueError("names and thread_names must cover every function and thread")
+        return [<object>c.tasks[i] for i in range(c.n_tasks)]
+
+    def async_records(self):
+        """[(kind, task number, thread index, func, start_ns, end_ns)] of the
+        records that are asyncio task steps ("step") or create_task calls
+        ("create"), oldest first."""
+        cdef et_capture* c = self._get()
+        cdef Clock k = self._clock()
+        cdef uint64_t kept = c.written if c.written < c.capacity else c.capacity
+        cdef uint64_t first = 0 if c.written <= c.capacity else c.pos
+        cdef uint64_t j, pos
+        cdef et_record* r
+        cdef list result = []
+        for j in range(kept):
+            pos = (first + j) % kept
+            r = &c.ring[pos]
+            if r.flags & 0xFF == ET_REC_STEP:
+                kind = "step"
+            elif r.flags & 0xFF == ET_REC_CREATE:
+                kind = "create"
+            else:
+                continue
+            result.append((kind, r.flags >> 8, r.thread, r.func, to_ns(&k, r.start),
+                           to_ns(&k, r.end)))
+        return result
+
+    def events(self):
+        """[(kind, ts_ns, thread index or -1, user task id, a, b)] of the user
+        annotations other than plain regions: kind is "log" (a: category, b:
+        message), "task_begin"/"task_end" (a: name) or "region_begin"/
+        "region_end" (a region of a task; a: name)."""
+        cdef et_capture* c = self._get()
+        cdef Clock k = self._clock()
+        cdef et_event* e
+        kinds = {1: "log", 2: "task_begin", 3: "task_end", 4: "region_begin", 5: "region_end"}
+        result = []
+        for i in range(c.n_events):
+            e = &c.events[i]
+            result.append((kinds.get(e.kind, "?"), to_ns(&k, e.ts),
+                           <int64_t>e.thread if e.thread < c.n_threads else -1, e.task,
+                           <object>e.a if e.a != NULL else None,
+                           <object>e.b if e.b != NULL else None))
+        return result
+
+    cdef Clock _clock(self):
+        cdef et_capture* c = self.c
         cdef Clock k
         k.t0 = c.start_clock.ticks
         k.ns0 = c.start_clock.mono_ns
@@ -896,6 +980,29 @@ cdef class Capture:
         if c.use_ticks and c.stop_clock.ticks > c.start_clock.ticks:
             k.scale = (<double>(c.stop_clock.mono_ns - c.start_clock.mono_ns) /
                        <double>(c.stop_clock.ticks - c.start_clock.ticks))
+        return k
+
+    def encode(self, *, list names, list thread_names, int pid, str process_name,
+               list metadata, int compress_level=1, object compressor=None,
+               list blocking=None, list extra_packets=None):
+        """The window as Perfetto protobuf bytes.
+
+        names: per function id, (name, file, first line);
+        thread_names: per thread index; metadata: [(key, value)] shown on the
+        window slice; compress_level: zlib level of compressed_packets, 0 for
+        none; compressor: a callable turning bytes into zlib-format bytes, used
+        instead of the built-in zlib when given (and compress_level > 0);
+        blocking: per function id, the reason it blocks ("io", "lock", ...) or
+        "" (the reason becomes a category and a "blocking" argument);
+        extra_packets: encoded TracePackets appended after the threads'
+        (on sequences from first_free_sequence(), see track_uuid()).
+        """
+        cdef et_capture* c = self._get()
+        if len(names) != c.n_funcs or len(thread_names) != c.n_threads:
+            raise ValueError("names and thread_names must cover every function and thread")
+        if blocking is not None and len(blocking) != c.n_funcs:
+            raise ValueError("blocking must cover every function")
+        cdef Clock k = self._clock()
         cdef int64_t start_ns = c.start_clock.mono_ns
         cdef int64_t stop_ns = c.stop_clock.mono_ns
         cdef uint64_t base = (<uint64_t>(pid & 0x3FFFFFFF) + 1) << 32
@@ -909,9 +1016,8 @@ cdef class Capture:
         memset(&w, 0, sizeof(ThreadPass))
         cdef uint32_t* order = NULL
         cdef uint64_t* offsets = NULL
-        cdef const uint8_t** blobs = NULL
-        cdef size_t* blob_lens = NULL
-        cdef uint8_t* is_c = NULL
+        cdef FuncBytes* fb = NULL
+        cdef bytes tail, blob
         cdef uint64_t kept, first, j, pos, largest = 0
         cdef uint32_t t
         cdef int rc = 0
@@ -971,19 +1077,34 @@ cdef class Capture:
             m.varint(F_TE_TYPE, TYPE_SLICE_END).varint(F_TE_TRACK_UUID, base + UUID_META)
             _append_packet(&o, m.close())
 
-            # --- interned names, prebuilt once per function
-            blobs = <const uint8_t**>calloc(c.n_funcs + 1, sizeof(uint8_t*))
-            blob_lens = <size_t*>calloc(c.n_funcs + 1, sizeof(size_t))
-            is_c = <uint8_t*>calloc(c.n_funcs + 1, 1)
-            if blobs == NULL or blob_lens == NULL or is_c == NULL:
+            # --- per function: interned name and begin-event fields, prebuilt
+            categories = {"c": CATEGORY_C, "region": CATEGORY_REGION}
+            fb = <FuncBytes*>calloc(c.n_funcs + 1, sizeof(FuncBytes))
+            if fb == NULL:
                 raise MemoryError
             for j in range(c.n_funcs):
                 name, file, line = names[j]
-                is_c[j] = c.funcs[j].kind == ET_FUNC_C
-                blob = _interned_blob(<uint32_t>(j + 1), is_c[j], name, file or "", line or 0)
+                reason = blocking[j] if blocking is not None else ""
+                kind = c.funcs[j].kind
+                has_location = kind == ET_FUNC_PY
+                cats = []
+                if kind == ET_FUNC_C:
+                    cats.append(CATEGORY_C)
+                elif kind == ET_FUNC_REGION:
+                    cats.append(CATEGORY_REGION)
+                if reason:
+                    if reason not in categories:
+                        categories[reason] = CATEGORY_FIRST_REASON + len(categories) - 2
+                    cats.append(categories[reason])
+                blob = _interned_blob(<uint32_t>(j + 1), has_location, name, file or "", line or 0)
+                tail = _event_tail(<uint32_t>(j + 1), cats, has_location, reason)
                 blob_objects.append(blob)
-                blobs[j] = <const uint8_t*><const char*>blob
-                blob_lens[j] = len(blob)
+                blob_objects.append(tail)
+                fb[j].blob = <const uint8_t*><const char*>blob
+                fb[j].blob_len = len(blob)
+                fb[j].tail = <const uint8_t*><const char*>tail
+                fb[j].tail_len = len(tail)
+            sequence_names = _sequence_interned(categories)
 
             # --- group the ring's records by thread, oldest first
             kept = c.written if c.written < c.capacity else c.capacity
@@ -1022,14 +1143,17 @@ cdef class Capture:
                 first = offsets[t - 1] if t > 0 else 0
                 if offsets[t] == first:
                     continue
-                m = Msg_first_on_sequence(SEQ_FIRST_THREAD + t, start_ns, base + UUID_THREAD0 + t)
+                m = Msg_first_on_sequence(SEQ_FIRST_THREAD + t, start_ns, base + UUID_THREAD0 + t,
+                                          sequence_names)
                 _append_packet(&o, m)
                 with nogil:
                     memset(w.defined, 0, c.n_funcs + 1)
                     rc = encode_thread(&o, c, &k, order + first, <uint32_t>(offsets[t] - first),
-                                       SEQ_FIRST_THREAD + t, &w, blobs, blob_lens, is_c)
+                                       SEQ_FIRST_THREAD + t, &w, fb)
                 if rc < 0 or o.failed:
                     raise MemoryError
+            for packet in extra_packets or ():
+                _append_raw_packet(&o, packet)
             with nogil:
                 rc = out_flush(&o)
             if rc < 0:
@@ -1040,9 +1164,7 @@ cdef class Capture:
             pb_free(&o.out)
             free(order)
             free(offsets)
-            free(blobs)
-            free(blob_lens)
-            free(is_c)
+            free(fb)
             free(w.parent)
             free(w.size)
             free(w.pending)
@@ -1050,7 +1172,49 @@ cdef class Capture:
             free(w.defined)
 
 
-cdef _Msg Msg_first_on_sequence(uint32_t seq, int64_t start_ns, uint64_t track_uuid):
+cdef bytes _sequence_interned(dict categories):
+    """InternedData every thread sequence starts with: the event categories and
+    the debug annotation names its begin events use."""
+    m = _Msg()
+    for name, iid in categories.items():
+        m.open(1).varint(1, iid).string(2, name).close()
+    m.open(3).varint(1, ANNOTATION_BLOCKING).string(2, "blocking").close()
+    return m.value()
+
+
+cdef int _append_raw_packet(Out* o, bytes packet) except -1:
+    cdef size_t n = len(packet)
+    if pb_reserve(&o.chunk, n + 10) < 0:
+        raise MemoryError
+    pb_varint(&o.chunk, PB_TAG(F_PACKET, PB_LEN))
+    pb_varint(&o.chunk, n)
+    memcpy(o.chunk.data + o.chunk.len, <const char*>packet, n)
+    o.chunk.len += n
+    if o.chunk.len >= CHUNK_BYTES and out_flush(o) < 0:
+        raise MemoryError
+    return 0
+
+
+def track_uuid(int pid, str what, int index=0):
+    """The uuid of a track of a file written for process `pid`: "process",
+    "thread" (by thread index), or "extra" (tracks of extra packets, by index)."""
+    cdef uint64_t base = (<uint64_t>(pid & 0x3FFFFFFF) + 1) << 32
+    if what == "process":
+        return base + UUID_PROCESS
+    if what == "thread":
+        return base + UUID_THREAD0 + index
+    if what == "extra":
+        return base + 0x80000000 + index
+    raise ValueError(what)
+
+
+def first_free_sequence(int n_threads):
+    """The first packet sequence id encode() leaves to extra packets."""
+    return SEQ_FIRST_THREAD + n_threads
+
+
+cdef _Msg Msg_first_on_sequence(uint32_t seq, int64_t start_ns, uint64_t track_uuid,
+                                bytes interned):
     """Clears the sequence's state and declares its incremental clock and track."""
     m = _Msg()
     m.varint(F_SEQUENCE_ID, seq).varint(F_SEQUENCE_FLAGS, SEQ_INCREMENTAL_STATE_CLEARED)
@@ -1061,6 +1225,10 @@ cdef _Msg Msg_first_on_sequence(uint32_t seq, int64_t start_ns, uint64_t track_u
     m.close()
     m.open(F_PACKET_DEFAULTS).varint(F_TIMESTAMP_CLOCK_ID, CLOCK_INCREMENTAL)
     m.open(11).varint(11, track_uuid).close().close()
+    if interned:
+        if pb_reserve(&m.b, len(interned) + 20) < 0:
+            raise MemoryError
+        pb_field_bytes(&m.b, F_INTERNED_DATA, <const char*>interned, len(interned))
     return m
 
 
@@ -1520,14 +1688,17 @@ cdef class _Decoder:
             elif f.number == F_TE_TRACK_UUID and f.wire == PB_VARINT:
                 track = f.value
             elif f.number == F_TE_CATEGORY_IIDS:
+                # several categories read as one, comma-separated (as Perfetto shows them)
                 if f.wire == PB_VARINT:
-                    category = s.categories.get(f.value, -1)
+                    category = self._add_category(category, s.categories.get(f.value, -1))
                 elif f.wire == PB_LEN:
                     pr = pb_sub(&f)
-                    if pb_read_varint(&pr, &v) == 0:
-                        category = s.categories.get(v, -1)
+                    n_categories = 0
+                    while n_categories < 16 and pb_read_varint(&pr, &v) == 0:
+                        category = self._add_category(category, s.categories.get(v, -1))
+                        n_categories += 1
             elif f.number == 22 and f.wire == PB_LEN:
-                category = self.intern(self.text(&f))
+                category = self._add_category(category, self.intern(self.text(&f)))
             elif f.number == F_TE_SOURCE_LOCATION_IID and f.wire == PB_VARINT:
                 location = s.locations.get(f.value)
             elif f.number == F_TE_DEBUG_ANNOTATIONS and f.wire == PB_LEN:
@@ -1583,6 +1754,15 @@ cdef class _Decoder:
                                   category, args, log))
         elif type == 4:  # TYPE_COUNTER
             self.counters.append((track, ts, counter if counter is not None else 0))
+
+    cdef object _add_category(self, object current, object added):
+        if added == -1 or current == added:
+            return current
+        if current == -1:
+            return added
+        if len(self.strings[current]) > 256:  # a hostile file repeating categories
+            return current
+        return self.intern(self.strings[current] + "," + self.strings[added])
 
     cdef _add_slice(self, object track, tuple begin, object end, int depth):
         start, name, category, location, args = begin

@@ -6,8 +6,11 @@
         work()
     for event in exectrace.read("run.out"):            # typed events back
         ...
+    with exectrace.region("checkout"):                 # user annotations, ~free
+        exectrace.log("orders", "placed 3 orders")     # when no window is open
 """
 
+from exectrace._tracecore import Region, Task, log, region, task
 from exectrace._version import __version__
 from exectrace.api import configure, start, status, stop
 from exectrace.capture import tracing
@@ -21,14 +24,19 @@ __all__ = [
     "GCEvent",
     "Instant",
     "Metadata",
+    "Region",
     "Slice",
+    "Task",
     "Thread",
     "Trace",
     "__version__",
     "configure",
+    "log",
     "read",
+    "region",
     "start",
     "status",
     "stop",
+    "task",
     "tracing",
 ]

@@ -94,6 +94,8 @@ def function_names(functions: Sequence[tuple[Any, ...]]) -> list[FunctionName]:
             code = entry[1]
             qualname = code.co_qualname if index is None else index.qualname(code)
             names.append((qualname, code.co_filename, code.co_firstlineno))
+        elif entry[0] == "region":
+            names.append((str(entry[1]), "", 0))
         else:
             _, method, owner, defining = entry
             names.append((c_function_name(method, owner, defining), "", 0))

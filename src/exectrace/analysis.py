@@ -15,54 +15,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Optional
 
+from exectrace.blocking import REASONS, reason_of_slice
 from exectrace.reader import GC_TRACK, Trace
-
-# Blocking C functions by reason. A C function whose qualified name is listed
-# here (or starts with a listed prefix ending in ".") counts as blocked time.
-BLOCKING_REASONS: dict[str, str] = {
-    "time.sleep": "sleep",
-    "_thread.lock.acquire": "lock",
-    "_thread.RLock.acquire": "lock",
-    "_thread.lock.__enter__": "lock",
-    "_thread.RLock.__enter__": "lock",
-    "_thread.lock.acquire_lock": "lock",
-    "select.select": "io",
-    "select.poll.poll": "io",
-    "select.epoll.poll": "io",
-    "select.kqueue.control": "io",
-    "select.devpoll.poll": "io",
-    "_socket.socket.": "io",
-    "_ssl._SSLSocket.": "io",
-    "_io.FileIO.read": "io",
-    "_io.FileIO.readinto": "io",
-    "_io.FileIO.readall": "io",
-    "_io.FileIO.write": "io",
-    "_io.BufferedReader.": "io",
-    "_io.BufferedWriter.": "io",
-    "_io.TextIOWrapper.readline": "io",
-    "_io.TextIOWrapper.read": "io",
-    "posix.read": "io",
-    "posix.write": "io",
-    "posix.readv": "io",
-    "posix.writev": "io",
-    "posix.waitpid": "subprocess",
-    "posix.wait": "subprocess",
-    "posix.wait3": "subprocess",
-    "posix.wait4": "subprocess",
-    "posix.waitid": "subprocess",
-}
-REASONS = ("sleep", "io", "lock", "subprocess")
 
 
 def blocking_reason(name: str, category: str = "c") -> Optional[str]:
-    """The reason a C function blocks, or None (it computes)."""
-    if category != "c":
-        return None
-    reason = BLOCKING_REASONS.get(name)
-    if reason is not None:
-        return reason
-    head = name.rsplit(".", 1)[0] + "."
-    return BLOCKING_REASONS.get(head)
+    """The reason a slice waited ("sleep", "io", "lock", "subprocess"), or None."""
+    return reason_of_slice(name, category)
 
 
 def _seconds(ns: float) -> float:
@@ -105,7 +64,7 @@ def _walk_thread(trace: Trace, track: dict[str, Any], indices: list[int],
             site["count"] += 1
             site["total_ns"] += c.s_dur[j]
             site["max_ns"] = max(site["max_ns"], c.s_dur[j])
-        elif cat == "c":
+        elif "c" in cat.split(","):
             c_ns += own
         else:
             python_ns += own
@@ -238,4 +197,4 @@ def format_text(summary: dict[str, Any], top: int = 10) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["BLOCKING_REASONS", "GC_TRACK", "blocking_reason", "format_text", "summarize"]
+__all__ = ["GC_TRACK", "blocking_reason", "format_text", "summarize"]

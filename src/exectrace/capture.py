@@ -19,12 +19,13 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Optional
 
-from exectrace import _names, _tracecore
+from exectrace import _extras, _names, _tracecore, blocking
 from exectrace._compat import HAS_SYS_MONITORING, IS_LINUX, IS_MACOS
 from exectrace._files import write_atomic
 from exectrace._version import __version__
+from exectrace.counters import CounterSampler, Samples
 from exectrace.errors import ExectraceError
 from exectrace.settings import Settings, defaults, resolve
 
@@ -99,9 +100,22 @@ def path_prefixes(entries: Iterable[str]) -> tuple[bytes, ...]:
     return tuple(p.encode("utf-8", "surrogateescape") for p in prefixes)
 
 
+def _asyncio_hooks() -> dict[str, Any]:
+    """What the recorder needs to attribute coroutine steps to asyncio tasks,
+    when asyncio is in use: the C current_task, and the code of
+    BaseEventLoop.create_task (tasks it returns get a flow from their creator)."""
+    if "asyncio" not in sys.modules:
+        return {}
+    current_task = getattr(sys.modules.get("_asyncio"), "current_task", None)
+    base_loop = getattr(sys.modules.get("asyncio.base_events"), "BaseEventLoop", None)
+    create_task = getattr(getattr(base_loop, "create_task", None), "__code__", None)
+    return {"asyncio_current_task": current_task, "asyncio_create_task_code": create_task}
+
+
 def _open_recorder(settings: Settings, seed_stacks: bool = True) -> str:
     """Starts the recorder; returns the name of the hook in use."""
     options: dict[str, Any] = dict(
+        **_asyncio_hooks(),
         buffer_size=settings.buffer_size,
         c_calls=settings.c_calls,
         min_duration_ns=settings.min_duration,
@@ -139,11 +153,22 @@ class Window:
     hook: str = ""
     thread_names: dict[int, str] = field(default_factory=dict)
     started_at: float = 0.0
+    sampler: Optional[CounterSampler] = None
 
     @classmethod
     def open(cls, settings: Settings) -> Window:
         window = cls(settings, thread_names=_names.thread_name_snapshot())
-        window.hook = _open_recorder(settings)
+        if settings.counters_interval > 0:
+            window.sampler = CounterSampler(settings.counters_interval)
+            window.sampler.start()
+        try:
+            window.hook = _open_recorder(settings)
+        except BaseException:
+            if window.sampler is not None:
+                window.sampler.stop()
+            raise
+        if window.sampler is not None:
+            window.sampler.window_opened()
         return window
 
     def note_thread_names(self) -> None:
@@ -153,10 +178,12 @@ class Window:
 
     def close(self) -> ClosedWindow:
         capture = _tracecore.stop()
+        samples = self.sampler.stop() if self.sampler is not None else []
         if capture is None:
             raise ExectraceError("the trace window was closed elsewhere")
         self.note_thread_names()
-        return ClosedWindow(capture, self.settings, self.hook, dict(self.thread_names))
+        return ClosedWindow(capture, self.settings, self.hook, dict(self.thread_names),
+                            counters=samples)
 
 
 @dataclass
@@ -170,6 +197,9 @@ class ClosedWindow:
     #: closed before its scheduled end (stop, exit, signal, interval set to 0)
     truncated: bool = False
     closed_by: str = "schedule"
+    counters: Samples = field(default_factory=list)
+    #: what encode() added besides calls: asyncio tasks and steps, user tasks, logs
+    extras_stats: dict[str, int] = field(default_factory=dict)
 
     def metadata(self) -> list[tuple[str, Any]]:
         capture = self.capture
@@ -190,26 +220,41 @@ class ClosedWindow:
             ("records.kept", capture.stats["records_kept"]),
             ("gc.collections", capture.stats["gc_collections"]),
             ("gc.lost", capture.stats["gc_lost"]),
+            ("annotations.lost", capture.stats["annotations_lost"]),
             ("recorder.hook", self.hook),
             ("recorder.clock", "tsc" if capture.used_ticks else "monotonic"),
             ("recorder.compressor", _compressor_name() if self.settings.compress else "none"),
         ]
+        meta += [(f"{k}", v) for k, v in sorted(self.extras_stats.items())]
         meta += [(f"settings.{k}", v) for k, v in self.settings.as_display_dict().items()]
         return meta
 
     def encode(self) -> bytes:
         capture = self.capture
-        names = _names.function_names(capture.functions())
+        functions = capture.functions()
+        names = _names.function_names(functions)
         threads = _names.thread_names(capture.threads(), self.thread_names)
+        reasons = [blocking.reason_of(name) or "" if entry[0] == "c" else ""
+                   for entry, (name, _file, _line) in zip(functions, names)]
+        pid = os.getpid()
+        extras = _extras.Extras(pid, _tracecore.first_free_sequence(len(threads)),
+                                capture.start_monotonic_ns, capture.stop_monotonic_ns)
+        stats = _extras.add_asyncio(extras, capture, names, threads, self.settings.slow_step)
+        self.extras_stats = {f"asyncio.{k}": v for k, v in stats.items()}
+        stats = _extras.add_annotations(extras, capture, threads)
+        self.extras_stats.update({f"annotations.{k}": v for k, v in stats.items()})
+        self.extras_stats["counters.samples"] = _extras.add_counters(extras, self.counters)
         return bytes(
             capture.encode(
                 names=names,
                 thread_names=threads,
-                pid=os.getpid(),
+                pid=pid,
                 process_name=_names.process_name(),
                 metadata=self.metadata(),
                 compress_level=1 if self.settings.compress else 0,
                 compressor=_chunk_compressor(),
+                blocking=reasons,
+                extra_packets=extras.packets(),
             )
         )
 

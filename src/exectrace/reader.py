@@ -53,7 +53,9 @@ class Slice:
     start_ns: int
     dur_ns: int
     depth: int
-    category: str  # "" for Python functions, "c" for C functions
+    #: "" for Python functions, "c" for C functions, "region" for user regions;
+    #: a blocking C function adds its reason: "c,io", "c,lock", "c,sleep", ...
+    category: str
     file: str
     line: int
     args: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -64,7 +66,14 @@ class Slice:
 
     @property
     def is_c_function(self) -> bool:
-        return self.category == "c"
+        return "c" in self.category.split(",")
+
+    @property
+    def blocking(self) -> Optional[str]:
+        """Why the call waited ("sleep", "io", "lock", "subprocess"), or None."""
+        from exectrace.blocking import reason_of_slice
+
+        return reason_of_slice(self.name, self.category)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ class _Invalid(Exception):
 # ---------------------------------------------------------------------------
 
 _SECOND = 1_000_000_000
+_MILLISECOND = 1_000_000
 _DURATION_UNITS = {
     "ns": 1,
     "us": 1_000,
@@ -621,6 +622,21 @@ _TABLE = (
         "Timestamp source: the CPU's TSC where safe (auto), always TSC, or CLOCK_MONOTONIC.",
         "monotonic",
     ),
+    Setting(
+        "counters_interval", "EXECTRACE_COUNTERS_INTERVAL", Duration(), 10 * _MILLISECOND,
+        "How often counters (RSS, CPU time, threads, GC counts) are sampled in a window; 0: never.",
+        "50ms", min=0,
+    ),
+    Setting(
+        "slow_step", "EXECTRACE_SLOW_STEP", Duration(), 100 * _MILLISECOND,
+        "An asyncio task step holding the event loop this long is flagged as slow; 0: never.",
+        "250ms", min=0,
+    ),
+    Setting(
+        "trace_locks", "EXECTRACE_TRACE_LOCKS", Bool(), True,
+        "While tracing is on, threading.Lock/RLock make locks whose `with lock:` waits are recorded.",
+        "false",
+    ),
 )
 
 #: The settings table, in display order, by canonical name.
@@ -675,6 +691,9 @@ class Settings:
     exclude: tuple[str, ...]
     compress: bool
     clock: str
+    counters_interval: int
+    slow_step: int
+    trace_locks: bool
 
     def __post_init__(self) -> None:
         for name, setting in SETTINGS.items():

@@ -41,6 +41,15 @@
 
 #define ET_HAS_SYS_MONITORING (PY_VERSION_HEX >= 0x030C0000)
 
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *et_new_ref(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+#define Py_NewRef(o) et_new_ref((PyObject *)(o))
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define ET_LIKELY(x) __builtin_expect(!!(x), 1)
 #define ET_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -62,8 +71,19 @@ typedef struct {
     uint32_t func; /* index into the function table */
     uint32_t thread;
     uint32_t depth; /* open calls below it on its thread's shadow stack */
-    uint32_t flags; /* reserved for event classes (blocking reasons, ...) */
+    uint32_t flags; /* ET_REC_* kind in the low byte, an index above it */
 } et_record;
+
+/* Record kinds (et_record.flags & 0xFF); the index (flags >> 8) is an asyncio
+ * task's number in the capture's task table. */
+enum {
+    ET_REC_CALL = 0,
+    ET_REC_STEP = 1,   /* the outermost coroutine frame of an asyncio task step */
+    ET_REC_CREATE = 2, /* a create_task call; the index is the task it created */
+};
+#define ET_REC_KIND(flags) ((flags) & 0xFFu)
+#define ET_REC_INDEX(flags) ((flags) >> 8)
+#define ET_MAX_TASKS 0xFFFFFFu
 
 /* One garbage collection, kept apart from the ring: collections are rare
  * and must not be overwritten by a flood of calls. */
@@ -81,8 +101,11 @@ typedef struct {
     void *key; /* code object, or PyMethodDef of a C function */
     int64_t start;
     uint32_t func; /* ET_HIDDEN: pushed for matching only, never written */
-    uint32_t reserved;
+    uint32_t flags; /* the record's flags, plus ET_FRAME_CORO */
 } et_frame;
+
+/* A coroutine's frame: a coroutine resumed on top of one is not a new step. */
+#define ET_FRAME_CORO 0x80u
 
 #define ET_HIDDEN 0xFFFFFFFFu
 
@@ -97,7 +120,9 @@ typedef struct {
     PyObject *pythread; /* its threading.Thread, for its name at write time */
 } et_thread;
 
-enum { ET_FUNC_PY = 0, ET_FUNC_C = 1 };
+/* PY: obj is the code object; C: key is the PyMethodDef, obj its owner;
+ * REGION: a user region, key and obj are the canonical name string. */
+enum { ET_FUNC_PY = 0, ET_FUNC_C = 1, ET_FUNC_REGION = 2 };
 
 /* An interned function.  The recorder holds one reference to `obj` until the
  * capture is released, so an id never names freed memory.  For C functions
@@ -115,6 +140,27 @@ typedef struct {
     uint32_t func;
     uint32_t excluded;
 } et_slot;
+
+/* A user annotation that is not a slice on a thread's stack: log entries,
+ * tasks' begin and end, and regions inside a task (drawn on the task's track
+ * too).  Holds a reference to its strings until the capture is freed. */
+typedef struct {
+    int64_t ts;
+    uint64_t task; /* user task id, 0: none */
+    uint32_t thread;
+    uint32_t kind;
+    PyObject *a; /* log: category; task: name; region: name */
+    PyObject *b; /* log: message */
+} et_event;
+
+enum {
+    ET_EV_LOG = 1,
+    ET_EV_TASK_BEGIN = 2,
+    ET_EV_TASK_END = 3,
+    ET_EV_REGION_BEGIN = 4,
+    ET_EV_REGION_END = 5,
+};
+#define ET_MAX_EVENTS (1u << 20)
 
 typedef struct {
     char **items;
@@ -139,6 +185,16 @@ typedef struct {
     uint32_t n_gc, gc_cap;
     uint64_t gc_lost;
     uint64_t dropped_calls; /* calls not recorded for lack of memory */
+    /* asyncio tasks seen running a step or created (one reference each) */
+    PyObject **tasks;
+    uint32_t n_tasks, tasks_cap;
+    et_slot *task_slots;
+    uint64_t task_slots_mask;
+    /* user annotations */
+    et_event *events;
+    uint32_t n_events, events_cap;
+    uint64_t events_lost;
+    PyObject *region_names; /* dict: region name -> canonical name object */
     et_clock_pair start_clock, stop_clock;
     int64_t start_realtime_ns, stop_realtime_ns;
     int use_ticks;
@@ -170,6 +226,10 @@ static struct {
     PyObject *str_generation, *str_collected, *str_uncollectable, *str_self;
     PyObject *str_bootstrap;
     PyObject *threading_active; /* threading._active: {ident: Thread} */
+    /* asyncio, when imported at start: _asyncio.current_task, and the code of
+     * BaseEventLoop.create_task (its return value is the task it created) */
+    PyObject *current_task;
+    PyObject *create_task_code;
     /* threads never recorded: exectrace's own background threads */
     uint64_t ignored[8];
     int n_ignored;
@@ -233,6 +293,17 @@ static void et_capture_free(et_capture *c)
     for (uint32_t i = 0; i < c->n_funcs; i++) {
         Py_XDECREF(c->funcs[i].obj);
     }
+    for (uint32_t i = 0; i < c->n_tasks; i++) {
+        Py_XDECREF(c->tasks[i]);
+    }
+    for (uint32_t i = 0; i < c->n_events; i++) {
+        Py_XDECREF(c->events[i].a);
+        Py_XDECREF(c->events[i].b);
+    }
+    Py_XDECREF(c->region_names);
+    free(c->tasks);
+    free(c->task_slots);
+    free(c->events);
     free(c->threads);
     free(c->funcs);
     free(c->slots);
@@ -257,7 +328,12 @@ static et_capture *et_capture_new(uint64_t capacity)
     c->threads = (et_thread **)malloc(c->threads_cap * sizeof(et_thread *));
     c->gc_cap = 4096;
     c->gc = (et_gc_record *)malloc(c->gc_cap * sizeof(et_gc_record));
-    if (!c->ring || !c->slots || !c->funcs || !c->threads || !c->gc) {
+    c->task_slots_mask = 64 - 1;
+    c->task_slots = (et_slot *)calloc(c->task_slots_mask + 1, sizeof(et_slot));
+    c->region_names = PyDict_New();
+    if (!c->ring || !c->slots || !c->funcs || !c->threads || !c->gc || !c->task_slots ||
+        !c->region_names) {
+        PyErr_Clear();
         et_capture_free(c);
         return NULL;
     }
@@ -505,11 +581,11 @@ static int et_stack_grow(et_thread *t)
     return 0;
 }
 
-static inline void et_push(et_thread *t, void *key, uint32_t func, int64_t now)
+static inline et_frame *et_push(et_thread *t, void *key, uint32_t func, int64_t now)
 {
     if (ET_UNLIKELY(t->depth == t->capacity) && et_stack_grow(t) < 0) {
         R.cap->dropped_calls++;
-        return;
+        return NULL;
     }
     if (ET_UNLIKELY(R.max_depth != 0 && t->depth >= R.max_depth)) {
         func = ET_HIDDEN;
@@ -518,6 +594,8 @@ static inline void et_push(et_thread *t, void *key, uint32_t func, int64_t now)
     f->key = key;
     f->start = now;
     f->func = func;
+    f->flags = 0;
+    return f;
 }
 
 /* Writes the call in `f` (at `depth` on thread `t`) as ending at `end`. */
@@ -543,7 +621,7 @@ static inline void et_emit(et_thread *t, const et_frame *f, uint32_t depth, int6
     r->func = f->func;
     r->thread = t->index;
     r->depth = depth;
-    r->flags = 0;
+    r->flags = f->flags & ~ET_FRAME_CORO;
 }
 
 /* A return that is not for the innermost open call: calls above the matching
@@ -588,6 +666,91 @@ static void et_close_all(et_capture *c, int64_t end)
     }
 }
 
+/* ---------------------------------------------------------- asyncio */
+
+/* The number of an asyncio task in the capture's task table (added with a
+ * reference on first sight), or -1. */
+static int64_t et_task_index(et_capture *c, PyObject *task)
+{
+    uint64_t h = et_hash_ptr(task) >> 20;
+    for (;;) {
+        et_slot *slot = &c->task_slots[h & c->task_slots_mask];
+        if (slot->key == (void *)task) {
+            return slot->func;
+        }
+        if (slot->key == NULL) {
+            break;
+        }
+        h++;
+    }
+    if (c->n_tasks >= ET_MAX_TASKS) {
+        return -1;
+    }
+    if ((uint64_t)(c->n_tasks + 1) * 2 > c->task_slots_mask + 1) {
+        uint64_t mask = (c->task_slots_mask << 1) | 1;
+        et_slot *slots = (et_slot *)calloc(mask + 1, sizeof(et_slot));
+        if (slots == NULL) {
+            return -1;
+        }
+        for (uint32_t i = 0; i < c->n_tasks; i++) {
+            uint64_t g = et_hash_ptr(c->tasks[i]) >> 20;
+            while (slots[g & mask].key != NULL) {
+                g++;
+            }
+            slots[g & mask].key = c->tasks[i];
+            slots[g & mask].func = i;
+        }
+        free(c->task_slots);
+        c->task_slots = slots;
+        c->task_slots_mask = mask;
+    }
+    if (c->n_tasks == c->tasks_cap) {
+        uint32_t cap = c->tasks_cap ? 2 * c->tasks_cap : 64;
+        PyObject **tasks = (PyObject **)realloc(c->tasks, cap * sizeof(PyObject *));
+        if (tasks == NULL) {
+            return -1;
+        }
+        c->tasks = tasks;
+        c->tasks_cap = cap;
+    }
+    h = et_hash_ptr(task) >> 20;
+    while (c->task_slots[h & c->task_slots_mask].key != NULL) {
+        h++;
+    }
+    uint32_t index = c->n_tasks++;
+    c->tasks[index] = Py_NewRef(task);
+    c->task_slots[h & c->task_slots_mask].key = task;
+    c->task_slots[h & c->task_slots_mask].func = index;
+    return index;
+}
+
+/* A coroutine resumed by something that is not a coroutine (the task's step,
+ * driven by the event loop) starts a step: asks asyncio which task runs it.
+ * Calls the C function _asyncio.current_task: no Python code runs, and the
+ * hooks do not fire inside a hook. */
+static void et_mark_step(et_frame *f)
+{
+    PyObject *exc_type, *exc_value, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    PyObject *task = PyObject_CallNoArgs(R.current_task);
+    if (task == NULL) {
+        PyErr_Clear(); /* no running loop: a coroutine driven by hand */
+    } else {
+        if (task != Py_None) {
+            int64_t index = et_task_index(R.cap, task);
+            if (index >= 0) {
+                f->flags |= ET_REC_STEP | ((uint32_t)index << 8);
+            }
+        }
+        Py_DECREF(task);
+    }
+    PyErr_Restore(exc_type, exc_value, exc_tb);
+}
+
+#ifndef CO_COROUTINE
+#define CO_COROUTINE 0x0080
+#endif
+
 /* Python code: returns 1 when the code is excluded by the filters. */
 static inline int et_on_py_start(PyObject *code, int64_t now)
 {
@@ -603,11 +766,32 @@ static inline int et_on_py_start(PyObject *code, int64_t now)
     if (slot->excluded) {
         return 1;
     }
-    et_push(t, code, slot->func, now);
+    et_frame *f = et_push(t, code, slot->func, now);
+    if (ET_UNLIKELY(R.current_task != NULL) && f != NULL &&
+        (((PyCodeObject *)code)->co_flags & CO_COROUTINE)) {
+        f->flags = ET_FRAME_CORO;
+        if (t->depth < 2 || !(t->stack[t->depth - 2].flags & ET_FRAME_CORO)) {
+            et_mark_step(f);
+        }
+    }
     return 0;
 }
 
-static inline int et_on_py_return(PyObject *code, int64_t now)
+/* A create_task call returned the task it made: the record names it, so the
+ * writer can draw a flow from the creating step to the task's first step. */
+static void et_mark_created(et_frame *f, PyObject *task)
+{
+    if (task == NULL || task == Py_None || ET_REC_KIND(f->flags) != ET_REC_CALL) {
+        return;
+    }
+    int64_t index = et_task_index(R.cap, task);
+    if (index >= 0) {
+        f->flags = (f->flags & ET_FRAME_CORO) | ET_REC_CREATE | ((uint32_t)index << 8);
+    }
+}
+
+/* retval: the value returned, when known (NULL otherwise). */
+static inline int et_on_py_return(PyObject *code, PyObject *retval, int64_t now)
 {
     et_thread *t = et_current_thread();
     if (ET_UNLIKELY(t == NULL)) {
@@ -616,6 +800,9 @@ static inline int et_on_py_return(PyObject *code, int64_t now)
     uint32_t d = t->depth;
     if (ET_LIKELY(d != 0 && t->stack[d - 1].key == (void *)code)) {
         t->depth = d - 1;
+        if (ET_UNLIKELY(code == R.create_task_code)) {
+            et_mark_created(&t->stack[d - 1], retval);
+        }
         et_emit(t, &t->stack[d - 1], d - 1, now);
         return 0;
     }
@@ -627,6 +814,9 @@ static inline int et_on_py_return(PyObject *code, int64_t now)
     et_pop_mismatch(t, code, now);
     return 0;
 }
+
+/* The user annotations' own methods (annotations.h): never recorded. */
+static PyMethodDef *et_hidden_defs_lo, *et_hidden_defs_hi;
 
 /* C functions are identified by their PyMethodDef; the owner names them. */
 static inline PyMethodDef *et_c_function(PyObject *callable, PyObject **owner)
@@ -641,11 +831,17 @@ static inline PyMethodDef *et_c_function(PyObject *callable, PyObject **owner)
         } else {
             *owner = (PyObject *)Py_TYPE(self);
         }
+        if (ET_UNLIKELY(f->m_ml >= et_hidden_defs_lo && f->m_ml < et_hidden_defs_hi)) {
+            return NULL;
+        }
         return f->m_ml;
     }
     if (Py_IS_TYPE(callable, &PyMethodDescr_Type)) {
         PyMethodDescrObject *d = (PyMethodDescrObject *)callable;
         *owner = (PyObject *)d->d_common.d_type;
+        if (ET_UNLIKELY(d->d_method >= et_hidden_defs_lo && d->d_method < et_hidden_defs_hi)) {
+            return NULL;
+        }
         return d->d_method;
     }
     return NULL;
@@ -712,7 +908,7 @@ static PyObject *et_mon_py_return(PyObject *self, PyObject *const *args, Py_ssiz
     if (ET_UNLIKELY(nargs < 1)) {
         Py_RETURN_NONE;
     }
-    ET_DISABLE_OR_NONE(et_on_py_return(args[0], now));
+    ET_DISABLE_OR_NONE(et_on_py_return(args[0], nargs >= 3 ? args[2] : NULL, now));
 }
 
 /* PY_UNWIND (code, offset, exception): not a local event */
@@ -720,7 +916,7 @@ static PyObject *et_mon_py_unwind(PyObject *self, PyObject *const *args, Py_ssiz
 {
     int64_t now = et_now();
     if (ET_LIKELY(nargs >= 1)) {
-        et_on_py_return(args[0], now);
+        et_on_py_return(args[0], NULL, now);
     }
     Py_RETURN_NONE;
 }
@@ -823,7 +1019,7 @@ static int et_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *a
     case PyTrace_RETURN: {
         PyCodeObject *code = PyFrame_GetCode(frame);
         Py_DECREF(code);
-        et_on_py_return((PyObject *)code, now);
+        et_on_py_return((PyObject *)code, arg, now);
         break;
     }
     case PyTrace_C_CALL:
@@ -1198,7 +1394,23 @@ static et_capture *et_end(void)
     R.epoch++;
     et_prefixes_free(&R.include);
     et_prefixes_free(&R.exclude);
+    Py_CLEAR(R.current_task);
+    Py_CLEAR(R.create_task_code);
     return c;
+}
+
+/* Before et_activate: asyncio's current_task C function and the code of
+ * BaseEventLoop.create_task, or None when asyncio is not in use. */
+static void et_set_asyncio(PyObject *current_task, PyObject *create_task_code)
+{
+    Py_CLEAR(R.current_task);
+    Py_CLEAR(R.create_task_code);
+    if (current_task != Py_None && PyCFunction_Check(current_task)) {
+        R.current_task = Py_NewRef(current_task);
+    }
+    if (create_task_code != Py_None && PyCode_Check(create_task_code)) {
+        R.create_task_code = Py_NewRef(create_task_code);
+    }
 }
 
 /* In a child after fork: forget the parent's capture without touching the
@@ -1212,6 +1424,8 @@ static void et_after_fork_child(void)
     R.epoch++;
     et_prefixes_free(&R.include);
     et_prefixes_free(&R.exclude);
+    Py_CLEAR(R.current_task);
+    Py_CLEAR(R.create_task_code);
     et_capture_free(c);
 }
 
