@@ -619,7 +619,7 @@ def test_with_wait_is_one_slice_under_its_caller(trace_path, make):
     enters = [s for s in mine if s.name == name]
     assert len(enters) == 1, [s.name for s in mine]
     enter = enters[0]
-    assert enter.category == "c"
+    assert enter.is_c_function
     assert 0.15e9 <= enter.dur_ns <= 2e9
     callers = [s for s in mine if s.name.endswith("wait_with")]
     assert len(callers) == 1
@@ -673,9 +673,13 @@ def test_native_locks_show_the_gap_and_the_condition_path(trace_path):
         wait_with(native)
         wait_with_condition(cond)
     trace = exectrace.read(trace_path)
-    names = [s.name for s in main_thread_slices(trace)]
+    mine = main_thread_slices(trace)
+    (plain,) = [s for s in mine if s.name.endswith("wait_with")]
+    names = [s.name for s in inside(plain, mine)]
     assert "_thread.lock.__enter__" not in names
-    assert "_thread.RLock.__enter__" in names
+    assert "_thread.lock.__exit__" in names  # a plain call: visible
+    (with_cond,) = [s for s in mine if s.name.endswith("wait_with_condition")]
+    assert "_thread.RLock.__enter__" in [s.name for s in inside(with_cond, mine)]
 
 
 def test_nothing_recorded_without_c_calls(trace_path):
