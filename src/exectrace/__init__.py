@@ -15,7 +15,18 @@ from exectrace._version import __version__
 from exectrace.api import configure, start, status, stop
 from exectrace.capture import tracing
 from exectrace.errors import ExectraceConfigError, ExectraceError
-from exectrace.reader import Counter, GCEvent, Instant, Metadata, Slice, Thread, Trace, read
+from exectrace.reader import (
+    Counter,
+    GCEvent,
+    Instant,
+    Metadata,
+    Slice,
+    Span,
+    Step,
+    Thread,
+    Trace,
+    read,
+)
 
 __all__ = [
     "Counter",
@@ -26,6 +37,8 @@ __all__ = [
     "Metadata",
     "Region",
     "Slice",
+    "Span",
+    "Step",
     "Task",
     "Thread",
     "Trace",

@@ -8,6 +8,11 @@ summarize(trace) walks every thread's calls once and returns a plain dict
   functions  per function: calls, inclusive time (recursion counted once), self time
   blocking   blocking call sites (caller -> blocking function) by reason
   gc         collections per generation: count, total, max
+  asyncio    per task: steps, time holding the loop; slow steps, slowest first
+  regions    user regions by name: count, total, max
+  tasks      user tasks: name, duration, whether it ended in the window
+  logs       user log entries, in order
+  counters   per counter track: samples, min, max, last
 """
 
 from __future__ import annotations
@@ -97,7 +102,61 @@ def _walk_thread(trace: Trace, track: dict[str, Any], indices: list[int],
     }
 
 
-def summarize(trace: Trace, top: int = 20) -> dict[str, Any]:
+def _asyncio(trace: Trace, top: int, slow_step_ns: Optional[int]) -> dict[str, Any]:
+    tasks: dict[str, dict[str, Any]] = {}
+    slow = []
+    start = trace.metadata.start_ns
+    for step in trace.steps():
+        t = tasks.setdefault(step.task, {"task": step.task, "coroutine": step.name, "steps": 0,
+                                          "total_ns": 0, "max_ns": 0})
+        t["steps"] += 1
+        t["total_ns"] += step.dur_ns
+        t["max_ns"] = max(t["max_ns"], step.dur_ns)
+        is_slow = step.slow if slow_step_ns is None else step.dur_ns >= slow_step_ns > 0
+        if is_slow:
+            slow.append({"task": step.task, "coroutine": step.name, "thread": step.thread,
+                         "at_ns": step.start_ns - start, "duration_ns": step.dur_ns})
+    slow.sort(key=lambda e: -e["duration_ns"])
+    by_time = sorted(tasks.values(), key=lambda t: -t["total_ns"])
+    return {"tasks": len(tasks), "steps": sum(t["steps"] for t in tasks.values()),
+            "by_task": by_time[:top], "slow_steps": slow[:top], "slow_step_count": len(slow)}
+
+
+def _regions(trace: Trace, by_track: dict[int, list[int]]) -> list[dict[str, Any]]:
+    c = trace.columns
+    strings = trace.strings
+    try:
+        region = strings.index("region")
+    except ValueError:
+        return []
+    regions: dict[str, dict[str, Any]] = {}
+    for indices in by_track.values():
+        for i in indices:
+            if c.s_cat[i] != region:
+                continue
+            r = regions.setdefault(strings[c.s_name[i]], {"name": strings[c.s_name[i]], "count": 0,
+                                                           "total_ns": 0, "max_ns": 0})
+            r["count"] += 1
+            r["total_ns"] += c.s_dur[i]
+            r["max_ns"] = max(r["max_ns"], c.s_dur[i])
+    return sorted(regions.values(), key=lambda r: -r["total_ns"])
+
+
+def _counters(trace: Trace) -> dict[str, dict[str, Any]]:
+    counters: dict[str, dict[str, Any]] = {}
+    for sample in trace.counters():
+        k = counters.setdefault(sample.name, {"samples": 0, "min": sample.value, "max": sample.value,
+                                               "last": sample.value})
+        k["samples"] += 1
+        k["min"] = min(k["min"], sample.value)
+        k["max"] = max(k["max"], sample.value)
+        k["last"] = sample.value
+    return counters
+
+
+def summarize(trace: Trace, top: int = 20, slow_step_ns: Optional[int] = None) -> dict[str, Any]:
+    """slow_step_ns: flag asyncio steps at least this long as slow (default:
+    the flags the writer set, from the slow_step setting in force)."""
     c = trace.columns
     tracks = trace.tracks
     meta = trace.metadata
@@ -157,7 +216,26 @@ def summarize(trace: Trace, top: int = 20) -> dict[str, Any]:
         },
         "blocking": [public(b) for b in sorted(blocking.values(), key=lambda b: -b["total_ns"])[:top]],
         "gc": {k: public(v) for k, v in sorted(gc.items())},
+        "asyncio": _public_nested(_asyncio(trace, top, slow_step_ns), public),
+        "regions": [public(r) for r in _regions(trace, by_track)[:top]],
+        "tasks": [
+            {"name": span.name, "duration_s": _seconds(span.dur_ns),
+             "ended": not span.args.get("unfinished", False),
+             "began_in_window": not span.args.get("began_before_window", False)}
+            for span in trace.spans() if span.category == "task"
+        ][:top],
+        "logs": [
+            {"at_s": _seconds(e.ts_ns - meta.start_ns), "thread": e.track,
+             "category": e.args.get("category", e.category), "message": e.args.get("message", e.name),
+             "task": e.args.get("task")}
+            for e in trace.logs()
+        ][:top * 10],
+        "counters": _counters(trace),
     }
+
+
+def _public_nested(section: dict[str, Any], public: Any) -> dict[str, Any]:
+    return {k: [public(e) for e in v] if isinstance(v, list) else v for k, v in section.items()}
 
 
 def format_text(summary: dict[str, Any], top: int = 10) -> str:
@@ -189,12 +267,47 @@ def format_text(summary: dict[str, Any], top: int = 10) -> str:
             site = f"{b['caller']} -> {b['function']}"
             lines.append(f"  {site[:48]:<48} {b['reason']:<10} {b['count']:>5} {b['total_s']:>9.4f} "
                          f"{b['max_s']:>9.4f}")
+    a = summary["asyncio"]
+    if a["tasks"]:
+        lines += ["", f"asyncio tasks ({a['tasks']} tasks, {a['steps']} steps)"
+                  "                   steps   total s     max s"]
+        for t in a["by_task"][:top]:
+            label = f"{t['task']} ({t['coroutine']})"
+            lines.append(f"  {label[:48]:<48} {t['steps']:>7} {t['total_s']:>9.4f} {t['max_s']:>9.4f}")
+        if a["slow_steps"]:
+            lines += ["", f"slow asyncio steps ({a['slow_step_count']})"
+                      "                              at s  duration s  thread"]
+            for st in a["slow_steps"][:top]:
+                label = f"{st['task']} ({st['coroutine']})"
+                lines.append(f"  {label[:48]:<48} {st['at_s']:>9.4f} {st['duration_s']:>11.4f}  {st['thread']}")
+    if summary["regions"]:
+        lines += ["", "regions                                          count   total s     max s"]
+        for r in summary["regions"][:top]:
+            lines.append(f"  {r['name'][:48]:<48} {r['count']:>5} {r['total_s']:>9.4f} {r['max_s']:>9.4f}")
+    if summary["tasks"]:
+        lines += ["", "tasks                                         duration s"]
+        for t in summary["tasks"][:top]:
+            note = "" if t["ended"] else "  (not ended in the window)"
+            lines.append(f"  {t['name'][:44]:<44} {t['duration_s']:>10.4f}{note}")
+    if summary["logs"]:
+        lines += ["", "logs"]
+        for e in summary["logs"][:top]:
+            lines.append(f"  {e['at_s']:>9.4f}  {e['thread'][:16]:<16} {e['category']}: {e['message']}")
+    if summary["counters"]:
+        lines += ["", "counters                   samples          min          max         last"]
+        for name, k in summary["counters"].items():
+            lines.append(f"  {name[:24]:<24} {k['samples']:>8} {_num(k['min']):>12} {_num(k['max']):>12} "
+                         f"{_num(k['last']):>12}")
     if summary["gc"]:
         lines += ["", "garbage collection     count   total s     max s   collected"]
         for gen, g in summary["gc"].items():
             lines.append(f"  {gen:<18} {g['count']:>7} {g['total_s']:>9.4f} {g['max_s']:>9.4f} "
                          f"{g['collected']:>11}")
     return "\n".join(lines)
+
+
+def _num(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 or value == int(value) else f"{value:.3f}"
 
 
 __all__ = ["GC_TRACK", "blocking_reason", "format_text", "summarize"]

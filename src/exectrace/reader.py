@@ -114,6 +114,42 @@ class Counter:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One step of an asyncio task: a resumption of its coroutine by the event
+    loop, from its task's track. `slow`: it held the loop for at least the
+    slow_step setting."""
+
+    task: str
+    name: str  # the coroutine
+    thread: str
+    start_ns: int
+    dur_ns: int
+    slow: bool
+    args: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def end_ns(self) -> int:
+        return self.start_ns + self.dur_ns
+
+
+@dataclass(frozen=True)
+class Span:
+    """A span on a track of its own: a user task (exectrace.task), or a region
+    of a user task on that task's track."""
+
+    name: str
+    track: str
+    start_ns: int
+    dur_ns: int
+    category: str
+    args: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def end_ns(self) -> int:
+        return self.start_ns + self.dur_ns
+
+
+@dataclass(frozen=True)
 class Metadata:
     """How and when the window was captured: versions, process, settings, losses."""
 
@@ -136,7 +172,7 @@ class Metadata:
         return _as_int(self.values.get("records.lost"), 0)
 
 
-Event = Union[Metadata, Thread, Slice, GCEvent, Instant, Counter]
+Event = Union[Metadata, Thread, Slice, GCEvent, Instant, Counter, Step, Span]
 
 
 class Trace:
@@ -276,6 +312,52 @@ class Trace:
             key=lambda e: e.ts_ns,
         )
 
+    def _track_slices(self, category: str) -> Iterator[tuple[int, dict[str, Any], str, str]]:
+        """(index, args, name, track name) of slices of `category` on tracks
+        that are not threads'."""
+        c = self.columns
+        s = self.strings
+        for i in range(len(c.s_ts)):
+            cat = s[c.s_cat[i]] if c.s_cat[i] >= 0 else ""
+            if category not in cat.split(","):
+                continue
+            track = self.tracks.get(c.s_track[i]) or {}
+            if track.get("kind") == "thread":
+                continue
+            args = c.args[c.s_args[i]] if c.s_args[i] >= 0 else {}
+            yield i, args, s[c.s_name[i]], self._track_name(c.s_track[i])
+
+    def steps(self) -> list[Step]:
+        """asyncio task steps, by start time."""
+        c = self.columns
+        steps = [
+            Step(task=str(args.get("task", track)), name=name, thread=str(args.get("thread", "")),
+                 start_ns=c.s_ts[i], dur_ns=c.s_dur[i], slow=bool(args.get("slow", False)),
+                 args=args)
+            for i, args, name, track in self._track_slices("asyncio")
+        ]
+        steps.sort(key=lambda e: e.start_ns)
+        return steps
+
+    def spans(self) -> list[Span]:
+        """User tasks (category "task") and the regions of user tasks drawn on
+        their task's track (category "region"), by start time."""
+        c = self.columns
+        s = self.strings
+        spans = [
+            Span(name=name, track=track, start_ns=c.s_ts[i], dur_ns=c.s_dur[i],
+                 category=s[c.s_cat[i]], args=args)
+            for category in ("task", "region")
+            for i, args, name, track in self._track_slices(category)
+        ]
+        spans.sort(key=lambda e: e.start_ns)
+        return spans
+
+    def logs(self) -> list[Instant]:
+        """User log entries (exectrace.log): instants whose name is the message
+        and whose category is the log's category."""
+        return [e for e in self.instants() if "message" in e.args and "category" in e.args]
+
     def counters(self) -> list[Counter]:
         return sorted(
             (Counter(self._track_name(track), ts, value) for track, ts, value in self.columns.counters),
@@ -285,11 +367,13 @@ class Trace:
     def __iter__(self) -> Iterator[Event]:
         yield self.metadata
         yield from self.threads
-        timed: list[Union[Slice, GCEvent, Instant, Counter]] = []
+        timed: list[Union[Slice, GCEvent, Instant, Counter, Step, Span]] = []
         timed.extend(self.slices())
         timed.extend(self.gc_events())
         timed.extend(self.instants())
         timed.extend(self.counters())
+        timed.extend(self.steps())
+        timed.extend(self.spans())
         timed.sort(key=_event_time)
         yield from timed
 
@@ -304,7 +388,7 @@ def _as_int(value: Any, default: int) -> int:
         return default
 
 
-def _event_time(event: Union[Slice, GCEvent, Instant, Counter]) -> int:
+def _event_time(event: Union[Slice, GCEvent, Instant, Counter, Step, Span]) -> int:
     return event.ts_ns if isinstance(event, (Instant, Counter)) else event.start_ns
 
 
