@@ -11,7 +11,10 @@ Track layout (children of the process track):
   task <name>                         one per user task: its span; a child
                                       track per thread for its regions
   <counter name>                      one per counter
-Logs are instants on the thread's own track.
+  <thread> logs                       a child of the thread's track: its log
+                                      entries as instants (on a track of their
+                                      own so that every track's events stay in
+                                      time order in the file)
 """
 
 from __future__ import annotations
@@ -234,6 +237,7 @@ def add_annotations(extras: Extras, capture: Any, thread_names: Sequence[str]) -
     task_tracks: dict[int, int] = {}
     task_spans: dict[int, list[Any]] = {}  # id -> [name, begin or None, end or None]
     region_tracks: dict[tuple[int, int], int] = {}
+    log_tracks: dict[int, int] = {}
     open_regions: dict[tuple[int, int], list[tuple[int, str]]] = defaultdict(list)
     logs = 0
 
@@ -252,11 +256,14 @@ def add_annotations(extras: Extras, capture: Any, thread_names: Sequence[str]) -
             if thread < 0:
                 continue
             logs += 1
-            args: dict[str, Any] = {"category": a, "message": b}
+            args: dict[str, Any] = {"category": a, "message": b, "thread": thread_name(thread)}
             if task and task in names_by_task:
                 args["task"] = names_by_task[task]
-            extras.instant(_tracecore.track_uuid(extras.pid, "thread", thread), ts, str(b),
-                           categories=(str(a),), args=args)
+            if thread not in log_tracks:
+                log_tracks[thread] = extras.new_track(
+                    f"{thread_name(thread)} logs",
+                    parent=_tracecore.track_uuid(extras.pid, "thread", thread))
+            extras.instant(log_tracks[thread], ts, str(b), categories=(str(a),), args=args)
         elif kind in ("task_begin", "task_end"):
             task_track(task, str(a))
             task_spans[task][1 if kind == "task_begin" else 2] = ts

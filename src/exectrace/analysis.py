@@ -104,7 +104,7 @@ def _walk_thread(trace: Trace, track: dict[str, Any], indices: list[int],
 
 def _asyncio(trace: Trace, top: int, slow_step_ns: Optional[int]) -> dict[str, Any]:
     tasks: dict[str, dict[str, Any]] = {}
-    slow = []
+    slow: list[dict[str, Any]] = []
     start = trace.metadata.start_ns
     for step in trace.steps():
         t = tasks.setdefault(step.task, {"task": step.task, "coroutine": step.name, "steps": 0,
@@ -225,7 +225,7 @@ def summarize(trace: Trace, top: int = 20, slow_step_ns: Optional[int] = None) -
             for span in trace.spans() if span.category == "task"
         ][:top],
         "logs": [
-            {"at_s": _seconds(e.ts_ns - meta.start_ns), "thread": e.track,
+            {"at_s": _seconds(e.ts_ns - meta.start_ns), "thread": str(e.args.get("thread", e.track)),
              "category": e.args.get("category", e.category), "message": e.args.get("message", e.name),
              "task": e.args.get("task")}
             for e in trace.logs()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from exectrace import _extras, _names, _tracecore, blocking
+from exectrace import _extras, _names, _tracecore, blocking, locks
 from exectrace._compat import HAS_SYS_MONITORING, IS_LINUX, IS_MACOS
 from exectrace._files import write_atomic
 from exectrace._version import __version__
@@ -300,7 +300,10 @@ def tracing(path: str | os.PathLike[str], **options: Any) -> Iterator[Window]:
     target = os.fspath(path)
     if not _tracing_lock.acquire(blocking=False):
         raise ExectraceError("exectrace.tracing() is already active in this process")
+    installed_locks = settings.trace_locks and not locks.installed()
     try:
+        if installed_locks:
+            locks.install()
         window = Window.open(settings)
         try:
             yield window
@@ -311,4 +314,6 @@ def tracing(path: str | os.PathLike[str], **options: Any) -> Iterator[Window]:
             finally:
                 closed.release()
     finally:
+        if installed_locks:
+            locks.uninstall()
         _tracing_lock.release()

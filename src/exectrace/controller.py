@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-from exectrace import _tracecore, dumpstore
+from exectrace import _tracecore, dumpstore, locks
 from exectrace.capture import ClosedWindow, Window, utc_iso
 from exectrace.schedule import CLOSE, OPEN, Schedule
 from exectrace.settings import Settings
@@ -363,6 +363,7 @@ def start_controller(settings: Settings) -> Controller:
     global _controller
     with _state_lock:
         _register_process_hooks()
+        _apply_trace_locks(settings)
         if _controller is not None and _controller._running:
             _controller.configure(settings)
             return _controller
@@ -372,12 +373,22 @@ def start_controller(settings: Settings) -> Controller:
         return _controller
 
 
+def _apply_trace_locks(settings: Settings) -> None:
+    """While tracing is on (and trace_locks), threading.Lock/RLock make traced
+    locks, whose `with lock:` waits are recorded (see exectrace.locks)."""
+    if settings.trace_locks and settings.interval > 0:
+        locks.install()
+    else:
+        locks.uninstall()
+
+
 def stop_controller(reason: str = "stop") -> None:
     global _controller
     with _state_lock:
         controller = _controller
     if controller is not None:
         controller.stop(reason)
+    locks.uninstall()
     _uninstall_sigterm()
 
 
