@@ -156,7 +156,7 @@ cdef extern from "recorder.h":
     et_capture* et_end()
     void et_after_fork_child()
     int et_ignore_thread(uint64_t ident, int on) except -1
-    void et_set_asyncio(object current_task, object create_task_code)
+    void et_set_asyncio(object running_loop, object current_tasks, object create_task_code)
     int et_init_strings() except -1
     object et_monitor_callback(int index)
     object et_make_function(int which)
@@ -324,8 +324,8 @@ def _seed_current_frames():
 
 def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
           uint32_t max_depth=0, include_prefixes=(), exclude_prefixes=(), bint use_ticks=True,
-          int tool_id=2, bint seed_stacks=True, asyncio_current_task=None,
-          asyncio_create_task_code=None):
+          int tool_id=2, bint seed_stacks=True, asyncio_running_loop=None,
+          asyncio_current_tasks=None, asyncio_create_task_code=None):
     """Opens a window.
 
     buffer_size: bytes for the ring of records (32 bytes each).
@@ -333,9 +333,10 @@ def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
     use_ticks: read the CPU's tick counter (the caller checked it is safe).
     tool_id: the sys.monitoring tool id to take (3.12+).
     seed_stacks: start with the call stacks threads already have.
-    asyncio_current_task: the C function _asyncio.current_task, to attribute
-    coroutine steps to tasks; asyncio_create_task_code: the code object of
-    BaseEventLoop.create_task, whose return values are new tasks.
+    asyncio_running_loop, asyncio_current_tasks: _asyncio._get_running_loop and
+    _asyncio._current_tasks, to attribute coroutine steps to their tasks;
+    asyncio_create_task_code: the code object of BaseEventLoop.create_task,
+    whose return values are new tasks.
     """
     global _hooks_installed
     if _hooks_installed or _floor_installed or R.cap != NULL:
@@ -346,7 +347,7 @@ def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
     et_begin(capacity, use_ticks, c_calls, min_duration_ns, max_depth,
              tuple(include_prefixes), tuple(exclude_prefixes))
     try:
-        et_set_asyncio(asyncio_current_task, asyncio_create_task_code)
+        et_set_asyncio(asyncio_running_loop, asyncio_current_tasks, asyncio_create_task_code)
         if seed_stacks:
             for ident, (native_id, thread, codes) in _seed_current_frames().items():
                 for code in codes:

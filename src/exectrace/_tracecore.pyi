@@ -17,7 +17,8 @@ def start(
     use_ticks: bool = ...,
     tool_id: int = ...,
     seed_stacks: bool = ...,
-    asyncio_current_task: Any = ...,
+    asyncio_running_loop: Any = ...,
+    asyncio_current_tasks: Any = ...,
     asyncio_create_task_code: Any = ...,
 ) -> None: ...
 def stop() -> Optional[Capture]: ...

@@ -102,14 +102,19 @@ def path_prefixes(entries: Iterable[str]) -> tuple[bytes, ...]:
 
 def _asyncio_hooks() -> dict[str, Any]:
     """What the recorder needs to attribute coroutine steps to asyncio tasks,
-    when asyncio is in use: the C current_task, and the code of
-    BaseEventLoop.create_task (tasks it returns get a flow from their creator)."""
+    when asyncio is in use: how asyncio.current_task() finds the task (the C
+    _get_running_loop and the {loop: task} dict the C tasks keep), and the
+    code of BaseEventLoop.create_task (tasks it returns get a flow from the
+    step that created them)."""
     if "asyncio" not in sys.modules:
         return {}
-    current_task = getattr(sys.modules.get("_asyncio"), "current_task", None)
+    c_asyncio = sys.modules.get("_asyncio")
     base_loop = getattr(sys.modules.get("asyncio.base_events"), "BaseEventLoop", None)
-    create_task = getattr(getattr(base_loop, "create_task", None), "__code__", None)
-    return {"asyncio_current_task": current_task, "asyncio_create_task_code": create_task}
+    return {
+        "asyncio_running_loop": getattr(c_asyncio, "_get_running_loop", None),
+        "asyncio_current_tasks": getattr(c_asyncio, "_current_tasks", None),
+        "asyncio_create_task_code": getattr(getattr(base_loop, "create_task", None), "__code__", None),
+    }
 
 
 def _open_recorder(settings: Settings, seed_stacks: bool = True) -> str:

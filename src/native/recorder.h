@@ -226,9 +226,11 @@ static struct {
     PyObject *str_generation, *str_collected, *str_uncollectable, *str_self;
     PyObject *str_bootstrap;
     PyObject *threading_active; /* threading._active: {ident: Thread} */
-    /* asyncio, when imported at start: _asyncio.current_task, and the code of
+    /* asyncio, when imported at start: _asyncio._get_running_loop and the
+     * _asyncio._current_tasks dict ({loop: task}), and the code of
      * BaseEventLoop.create_task (its return value is the task it created) */
-    PyObject *current_task;
+    PyObject *running_loop;
+    PyObject *current_tasks;
     PyObject *create_task_code;
     /* threads never recorded: exectrace's own background threads */
     uint64_t ignored[8];
@@ -725,31 +727,55 @@ static int64_t et_task_index(et_capture *c, PyObject *task)
 }
 
 /* A coroutine resumed by something that is not a coroutine (the task's step,
- * driven by the event loop) starts a step: asks asyncio which task runs it.
- * Calls the C function _asyncio.current_task: no Python code runs, and the
- * hooks do not fire inside a hook. */
+ * driven by the event loop) starts a step: asks asyncio which task runs it,
+ * as asyncio.current_task() does: the running loop (a C function), then the
+ * loop's entry in _current_tasks.  No Python code runs (loops hash by
+ * identity), and the hooks do not fire inside a hook. */
 static void et_mark_step(et_frame *f)
 {
     PyObject *exc_type, *exc_value, *exc_tb;
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-    PyObject *task = PyObject_CallNoArgs(R.current_task);
-    if (task == NULL) {
-        PyErr_Clear(); /* no running loop: a coroutine driven by hand */
-    } else {
-        if (task != Py_None) {
+    PyObject *loop = PyObject_CallNoArgs(R.running_loop);
+    if (loop != NULL && loop != Py_None) {
+        PyObject *task = PyDict_GetItemWithError(R.current_tasks, loop); /* borrowed */
+        if (task != NULL && task != Py_None) {
             int64_t index = et_task_index(R.cap, task);
             if (index >= 0) {
                 f->flags |= ET_REC_STEP | ((uint32_t)index << 8);
             }
         }
-        Py_DECREF(task);
     }
+    Py_XDECREF(loop);
+    PyErr_Clear(); /* no running loop: a coroutine driven by hand */
     PyErr_Restore(exc_type, exc_value, exc_tb);
 }
 
 #ifndef CO_COROUTINE
 #define CO_COROUTINE 0x0080
 #endif
+
+static void et_clear_asyncio(void)
+{
+    Py_CLEAR(R.running_loop);
+    Py_CLEAR(R.current_tasks);
+    Py_CLEAR(R.create_task_code);
+}
+
+/* Before et_activate: asyncio's _get_running_loop (a C function), its
+ * _current_tasks dict and the code of BaseEventLoop.create_task; any of them
+ * None when asyncio is not in use (then steps, resp. flows, are not seen). */
+static void et_set_asyncio(PyObject *running_loop, PyObject *current_tasks,
+                           PyObject *create_task_code)
+{
+    et_clear_asyncio();
+    if (PyCFunction_Check(running_loop) && PyDict_Check(current_tasks)) {
+        R.running_loop = Py_NewRef(running_loop);
+        R.current_tasks = Py_NewRef(current_tasks);
+    }
+    if (PyCode_Check(create_task_code)) {
+        R.create_task_code = Py_NewRef(create_task_code);
+    }
+}
 
 /* Python code: returns 1 when the code is excluded by the filters. */
 static inline int et_on_py_start(PyObject *code, int64_t now)
@@ -767,7 +793,7 @@ static inline int et_on_py_start(PyObject *code, int64_t now)
         return 1;
     }
     et_frame *f = et_push(t, code, slot->func, now);
-    if (ET_UNLIKELY(R.current_task != NULL) && f != NULL &&
+    if (ET_UNLIKELY(R.running_loop != NULL) && f != NULL &&
         (((PyCodeObject *)code)->co_flags & CO_COROUTINE)) {
         f->flags = ET_FRAME_CORO;
         if (t->depth < 2 || !(t->stack[t->depth - 2].flags & ET_FRAME_CORO)) {
@@ -1394,23 +1420,8 @@ static et_capture *et_end(void)
     R.epoch++;
     et_prefixes_free(&R.include);
     et_prefixes_free(&R.exclude);
-    Py_CLEAR(R.current_task);
-    Py_CLEAR(R.create_task_code);
+    et_clear_asyncio();
     return c;
-}
-
-/* Before et_activate: asyncio's current_task C function and the code of
- * BaseEventLoop.create_task, or None when asyncio is not in use. */
-static void et_set_asyncio(PyObject *current_task, PyObject *create_task_code)
-{
-    Py_CLEAR(R.current_task);
-    Py_CLEAR(R.create_task_code);
-    if (current_task != Py_None && PyCFunction_Check(current_task)) {
-        R.current_task = Py_NewRef(current_task);
-    }
-    if (create_task_code != Py_None && PyCode_Check(create_task_code)) {
-        R.create_task_code = Py_NewRef(create_task_code);
-    }
 }
 
 /* In a child after fork: forget the parent's capture without touching the
@@ -1424,8 +1435,7 @@ static void et_after_fork_child(void)
     R.epoch++;
     et_prefixes_free(&R.include);
     et_prefixes_free(&R.exclude);
-    Py_CLEAR(R.current_task);
-    Py_CLEAR(R.create_task_code);
+    et_clear_asyncio();
     et_capture_free(c);
 }
 

@@ -340,7 +340,8 @@ def test_counters_have_values_inside_the_window(tmp_path):
     assert "RSS" in samples or "RSS peak" in samples
     meta = trace.metadata
     for name, values in samples.items():
-        assert len(values) >= 10, name  # 300 ms at 10 ms
+        # 300 ms at 10 ms is 30 samples on an idle machine; a loaded one delays the sampler
+        assert len(values) >= 3, name
         assert all(meta.start_ns <= v.ts_ns <= meta.end_ns for v in values), name
     rss = samples.get("RSS") or samples["RSS peak"]
     assert all(v.value > 1_000_000 for v in rss)
