@@ -1198,12 +1198,15 @@ cdef int _append_raw_packet(Out* o, bytes packet) except -1:
 
 def track_uuid(int pid, str what, int index=0):
     """The uuid of a track of a file written for process `pid`: "process",
-    "thread" (by thread index), or "extra" (tracks of extra packets, by index)."""
+    "meta" (the exectrace track), "thread" (by thread index), or "extra"
+    (tracks of extra packets, by index)."""
     cdef uint64_t base = (<uint64_t>(pid & 0x3FFFFFFF) + 1) << 32
     if what == "process":
         return base + UUID_PROCESS
     if what == "thread":
         return base + UUID_THREAD0 + index
+    if what == "meta":
+        return base + UUID_META
     if what == "extra":
         return base + 0x80000000 + index
     raise ValueError(what)

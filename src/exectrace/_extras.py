@@ -38,6 +38,8 @@ _TRACK_DESCRIPTOR = 60
 _SLICE_BEGIN, _SLICE_END, _INSTANT, _COUNTER = 1, 2, 3, 4
 _CLOCK_MONOTONIC = 3
 _UNIT = {"ns": 1, "count": 2, "bytes": 3}
+#: The name of the instant that ends every file (on the exectrace track).
+TRAILER = "exectrace end of file"
 
 
 def _varint(value: int) -> bytes:
@@ -135,17 +137,17 @@ class Extras:
 
     def packets(self) -> list[bytes]:
         """The encoded packets: the sequence's first packet, the tracks, the
-        events by time (a track's events never go back in time)."""
-        if not self.events and not self.descriptors:
-            return []
+        events by time (a track's events never go back in time), and last the
+        trailer: an instant that tells a reader the file is whole."""
+        self.events.sort(key=lambda e: (e.ts, e.order))
+        self.events.append(_Event(self.stop_ns, 2, _int(9, _INSTANT) + _int(
+            11, _tracecore.track_uuid(self.pid, "meta")) + _str(23, TRAILER)))
         seq = _int(_SEQUENCE_ID, self.sequence)
         first = seq + _int(_SEQUENCE_FLAGS, 1) + _int(_TIMESTAMP, self.start_ns)
         first += _int(_TIMESTAMP_CLOCK_ID, _CLOCK_MONOTONIC)
         first += _bytes(_PACKET_DEFAULTS, _int(_TIMESTAMP_CLOCK_ID, _CLOCK_MONOTONIC))
         out = [first]
         out += [seq + _int(_TIMESTAMP, self.start_ns) + d for d in self.descriptors]
-        # stable: slices of one track keep their nesting order at equal times
-        self.events.sort(key=lambda e: (e.ts, e.order))
         out += [seq + _int(_TIMESTAMP, e.ts) + _bytes(_TRACK_EVENT, e.body) for e in self.events]
         return out
 

@@ -226,6 +226,7 @@ class ClosedWindow:
             ("gc.collections", capture.stats["gc_collections"]),
             ("gc.lost", capture.stats["gc_lost"]),
             ("annotations.lost", capture.stats["annotations_lost"]),
+            ("file.trailer", _extras.TRAILER),
             ("recorder.hook", self.hook),
             ("recorder.clock", "tsc" if capture.used_ticks else "monotonic"),
             ("recorder.compressor", _compressor_name() if self.settings.compress else "none"),

@@ -1,7 +1,9 @@
 """A built-in workload for ``exectrace demo``: a little of everything a trace shows.
 
-- an asyncio echo server on loopback with client tasks ``fetcher-0..2``;
-- worker threads contending for one lock (``with lock:`` and ``acquire()``);
+- an asyncio echo server on loopback with client tasks ``fetcher-0..2``, one of
+  which now and then holds the event loop for 120 ms (a slow step);
+- worker threads contending for one lock (``with lock:`` and ``acquire()``), their
+  orders in ``checkout`` regions, a log entry every 200 orders;
 - a thread that sleeps on a timer, one that reads a pipe from a subprocess;
 - objects in reference cycles, so the garbage collector has work.
 """
@@ -16,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+
+import exectrace
 
 
 class Order:
@@ -48,7 +52,10 @@ def worker(name: str, lock: threading.Lock, ledger: list[float], stop: threading
     """CPU work, then a short critical section on a shared lock."""
     n = 0
     while not stop.is_set():
-        total = sum(checkout(n + i) for i in range(20))
+        with exectrace.region("checkout"):
+            total = sum(checkout(n + i) for i in range(20))
+        if n % 200 == 0:
+            exectrace.log("orders", f"{name}: {n * 20} orders checked out")
         if n % 2:
             with lock:
                 ledger.append(total)
@@ -96,7 +103,11 @@ async def fetcher(port: int, seconds: float) -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     replies = 0
     deadline = time.monotonic() + seconds
+    next_slow = time.monotonic() + random.uniform(0.5, 2.0)
     while time.monotonic() < deadline:
+        if time.monotonic() > next_slow:  # a blocking call in a coroutine: holds the loop
+            time.sleep(0.12)
+            next_slow = time.monotonic() + random.uniform(1.5, 3.0)
         writer.write(f"order {random.randrange(1000)}\n".encode())
         await writer.drain()
         await reader.readline()

@@ -205,6 +205,11 @@ class Trace:
         calls = sum(n for t, n in per_track.items() if (self.tracks.get(t) or {}).get("kind") == "thread")
         if calls < kept:
             return f"it holds {calls} of the {kept} calls its metadata records (truncated?)"
+        trailer = self.metadata.get("file.trailer")
+        if isinstance(trailer, str) and not any(
+            self.strings[name] == trailer for _t, _ts, name, _c, _a, _l in self.columns.instants
+        ):
+            return f"its last packet (the '{trailer}' instant) is missing (truncated?)"
         return None
 
     # -- structure

@@ -181,7 +181,7 @@ def test_chrome_json_order_and_nesting(traced, tmp_path):
               if e["name"] == "time.sleep"]
     assert len(sleeps) == 2
     sleeper_tid = model.track_named("sleeper").tid
-    assert all(tid == sleeper_tid and e["cat"] == "c" for tid, e in sleeps)
+    assert all(tid == sleeper_tid and e["cat"] == "c,sleep" for tid, e in sleeps)
     assert all(e["dur"] >= Decimal(SLEEP_S * 1e6) * Decimal("0.9") for _, e in sleeps)
     naps = [e for tid, events in by_tid.items() for _, _, e in events if e["name"] == "nap"]
     assert naps[0]["cat"] == "python"

@@ -61,10 +61,10 @@ def run_app(python, tmp_path, code, *args, env=None):
 
 
 def summary_json(path, *extra):
-    from exectrace.__main__ import main
-
     import contextlib
     import io
+
+    from exectrace.__main__ import main
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
@@ -295,9 +295,8 @@ def test_annotations_outside_a_window_do_nothing_and_check_their_arguments():
     assert exectrace.region("x") is region  # one shared idle object
     task = exectrace.task("order-42")
     assert task.id == 0 and task.name == ""
-    with task:
-        with task.region("r"):
-            pass
+    with task, task.region("r"):
+        pass
     task.end()
     assert exectrace.log("orders", "placed 3 orders") is None
     for call, example in ((lambda: exectrace.region(42), 'exectrace.region("checkout")'),
@@ -312,9 +311,8 @@ def test_annotations_outside_a_window_do_nothing_and_check_their_arguments():
 def test_annotation_errors_propagate_and_regions_never_swallow_exceptions(tmp_path):
     out = tmp_path / "t.out"
     with exectrace.tracing(out):
-        with pytest.raises(ZeroDivisionError):
-            with exectrace.region("failing"):
-                1 / 0
+        with pytest.raises(ZeroDivisionError), exectrace.region("failing"):
+            _ = 1 / 0
         task = exectrace.task("t")
         assert task.id > 0 and task.name == "t"
         task.end()
