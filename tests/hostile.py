@@ -5,6 +5,8 @@ malicious and odd files built from it."""
 from __future__ import annotations
 
 import gc
+import io
+import json
 import os
 import random
 import threading
@@ -13,6 +15,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import exectrace
+from exectrace import _tracecore, dumpstore, export
+from exectrace.analysis import format_text, summarize
+from exectrace.commands import ls
+from exectrace.errors import ExectraceError
+from exectrace.reader import Trace, read_metadata
 
 # ---------------------------------------------------------------- wire helpers
 
@@ -218,3 +225,53 @@ def write_all(directory: Path, files: dict[str, bytes],
         path.write_bytes(data)
         paths[key] = path
     return paths
+
+
+# ------------------------------------------------- what a command does
+
+
+def exercise(data: bytes, path: Path) -> None:
+    """Everything the CLI does with a file; only ExectraceError may escape."""
+    d = _tracecore.decode(data)
+    assert d.error is None or (isinstance(d.error, str) and d.error)
+    m = _tracecore.decode(data, metadata_only=True)
+    assert m.window_begin is None or isinstance(m.window_begin[1], dict)
+    downstream(Trace(str(path), d))
+    path.write_bytes(data)
+    for allow_damaged in (False, True):
+        try:
+            trace = exectrace.read(path, allow_damaged=allow_damaged)
+        except ExectraceError as e:
+            assert str(path) in str(e)
+            continue
+        downstream(trace)
+    try:
+        meta = read_metadata(path)
+        assert isinstance(meta.values, dict)
+    except ExectraceError as e:
+        assert str(path) in str(e)
+    if data:
+        owned = path.parent / dumpstore.file_name(1_795_000_000_000_000_000, 1)
+        owned.write_bytes(data)
+        (entry,) = dumpstore.owned_files(str(path.parent))
+        for verify in (False, True):
+            row = ls.describe(entry, verify=verify)
+            json.dumps(row, allow_nan=False)
+            ls._format_row(row)
+        ls.total_line([row], None)
+        owned.unlink()
+
+
+def downstream(trace: Trace) -> None:
+    """What summary, convert and the typed API do with a decoded trace."""
+    events = list(trace)
+    assert isinstance(events[0], exectrace.Metadata)
+    trace.metadata.settings  # noqa: B018
+    assert isinstance(trace.metadata.records_lost, int)
+    summary = summarize(trace, top=5)
+    json.dumps(summary, allow_nan=False)  # --json prints strict JSON
+    format_text(summary, top=5)
+    text = io.StringIO()
+    export.to_chrome_json(trace, text, progress=False)
+    json.loads(text.getvalue())
+    export.build_pprof(trace, progress=False)
