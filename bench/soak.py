@@ -13,10 +13,13 @@ window every 2 s, total_dump_size_limit 20 MiB (--interval, --duration,
   buffer's pages are touched) and falls back when the window is written, so
   each interval-long cycle has a floor (between windows) and a peak (at the
   end of a window). The first --warmup-windows cycles (default 3) are not
-  counted; the median floor and the median peak of the cycles in the next W
-  seconds (the baseline) are compared with those of the last W seconds,
-  W = min(60 s, a third of what is left after the warm-up). Each must grow
-  less than --max-growth percent (default 5).
+  counted; the median floor of the cycles in the next W seconds (the
+  baseline) is compared with that of the last W seconds, W = min(60 s, a
+  third of what is left after the warm-up), and must grow less than
+  --max-growth percent (default 5). The floor is what the process holds
+  when the tracer holds no records: a leak shows there. The peak adds the
+  ring buffer's pages touched in a window, which follow the load (how many
+  calls a window caught), so its growth is reported, not checked.
 - the dump dir is bounded at every observation (4 a second): the owned files
   other than the newest one sum to at most the limit (GC runs after each
   write; the newest file always stays).
@@ -312,7 +315,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             b = statistics.median(pick(c) for c in base_cycles)
             e = statistics.median(pick(c) for c in end_cycles)
             growth[what] = (b, e, 100.0 * (e - b) / b)
-            if growth[what][2] >= args.max_growth:
+            if what == "floor" and growth[what][2] >= args.max_growth:
                 failures.append(f"RSS {what} grew {growth[what][2]:.1f}% (>= {args.max_growth:g}%): "
                                 f"{fmt_mib(b)} -> {fmt_mib(e)}")
     else:
@@ -339,7 +342,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for what, (b, e, pct) in growth.items():
         print(f"  RSS {what:<5} growth {pct:+.2f}%: median {fmt_mib(b)} over {len(base_cycles)} cycles "
               f"from {first * interval_s:g} s vs {fmt_mib(e)} over the last {len(end_cycles)} "
-              f"(limit {args.max_growth:g}%)")
+              + (f"(limit {args.max_growth:g}%)" if what == "floor" else "(not checked: follows the load)"))
     print(f"  child stderr      {'empty' if not child_err.strip() else repr(child_err[:200])}")
     if own_dir:
         shutil.rmtree(directory, ignore_errors=True)
