@@ -86,7 +86,8 @@ def test_dump_dir_0700_and_files_0600_whatever_the_umask(tmp_path, umask):
     dump = tmp_path / "missing" / "parents" / "dump"
     result = subprocess.run([sys.executable, "-c", MODES_APP, umask, str(dump)], capture_output=True,
                             text=True, timeout=120, env=clean_env())
-    assert result.returncode == 0 and result.stderr == "", result.stderr
+    # (on a busy machine the writer may fall behind 5 windows a second: a warning)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert stat.S_IMODE(os.stat(dump).st_mode) == 0o700
     # the directories exectrace had to create above it are not left open either
     for parent in (dump.parent, dump.parent.parent):
@@ -200,7 +201,8 @@ def test_values_are_never_recorded(tmp_path, compress):
     assert "S3CR3T" not in repr(trace.columns.args).upper()
     # what is recorded: the names of the functions and methods that saw it
     names = {s.name for s in trace.slices()}
-    assert {"handle_request", "Vault.reveal", "Vault.__init__", "gen"} <= names, sorted(names)
+    assert {"handle_request", "gen"} <= names, sorted(names)
+    assert names & {"Vault.reveal", "reveal"} and names & {"Vault.__init__", "__init__"}  # qualified on 3.11+
     assert b"handle_request" in inflated
 
 
