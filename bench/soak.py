@@ -12,8 +12,11 @@ window every 2 s, total_dump_size_limit 20 MiB (--interval, --duration,
   RSS follows the schedule: it climbs while a window records (the ring
   buffer's pages are touched) and falls back when the window is written, so
   each interval-long cycle has a floor (between windows) and a peak (at the
-  end of a window). The first --warmup-windows cycles (default 3) are not
-  counted; the median floor of the cycles in the next W seconds (the
+  end of a window). A warm-up is not counted: the first --warmup-windows
+  cycles (default 3) or the first --warmup-fraction of the run (default 0.2),
+  whichever is longer -- in 10-minute runs the floor rises for the first
+  minute or two (thread stack and allocator caches filling) and is flat
+  after. The median floor of the cycles in the next W seconds (the
   baseline) is compared with that of the last W seconds, W = min(60 s, a
   third of what is left after the warm-up), and must grow less than
   --max-growth percent (default 5). The floor is what the process holds
@@ -174,6 +177,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--limit", default="20MiB", help="total_dump_size_limit (default 20MiB)")
     parser.add_argument("--clients", type=int, default=4, help="client threads (default 4)")
     parser.add_argument("--warmup-windows", type=int, default=3)
+    parser.add_argument("--warmup-fraction", type=float, default=0.2)
     parser.add_argument("--max-growth", type=float, default=5.0, help="percent (default 5)")
     parser.add_argument("--dir", help="dump dir (default: a temporary one, removed at the end)")
     parser.add_argument("--samples-out", metavar="FILE", help="write the RSS samples as JSON [[s, KiB], ...]")
@@ -189,7 +193,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     interval_s = parse_duration(args.interval) / 1e9
     limit = parse_size(args.limit)
-    warmup_s = args.warmup_windows * interval_s
+    warmup_s = max(args.warmup_windows * interval_s, args.warmup_fraction * args.seconds)
     if args.seconds < warmup_s + 12:
         parser.error(f"--seconds must be at least {warmup_s + 12:g} (warm-up plus two 6 s windows)")
     window_s = min(60.0, (args.seconds - warmup_s) / 3)

@@ -291,6 +291,7 @@ def test_debug_zip_never_writes_through_a_symlinked_output(tmp_path, small_trace
     result = cli("debug-zip", out, "--dump-dir", d, "--force")
     assert result.returncode == 0, result.stderr
     assert not os.path.islink(out) and zipfile.is_zipfile(out)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
     if target_exists:
         assert victim.read_bytes() == b"precious"
     else:
