@@ -17,6 +17,7 @@ summarize(trace) walks every thread's calls once and returns a plain dict
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any, Optional
 
@@ -31,6 +32,24 @@ def blocking_reason(name: str, category: str = "c") -> Optional[str]:
 
 def _seconds(ns: float) -> float:
     return round(ns / 1e9, 9)
+
+
+def _meta_value(value: Any) -> Any:
+    """A metadata value as the summary shows it. A damaged or foreign file can
+    hold any annotation type under a known key: what is not a string, a finite
+    number, a bool or None is shown as text, so the JSON stays valid."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return str(value)
+
+
+def _window_ns(value: Any, fallback: int) -> int:
+    """The window's length: its metadata value if that is a usable number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return fallback
+    return int(value)
 
 
 def _walk_thread(trace: Trace, track: dict[str, Any], indices: list[int],
@@ -197,15 +216,15 @@ def summarize(trace: Trace, top: int = 20, slow_step_ns: Optional[int] = None) -
     return {
         "file": trace.path,
         "window": {
-            "start": meta.get("window.start"),
-            "end": meta.get("window.end"),
-            "duration_s": _seconds(meta.get("window.duration_ns", meta.end_ns - meta.start_ns)),
-            "pid": meta.get("process.pid"),
-            "python": meta.get("python.version"),
-            "hook": meta.get("recorder.hook"),
+            "start": _meta_value(meta.get("window.start")),
+            "end": _meta_value(meta.get("window.end")),
+            "duration_s": _seconds(_window_ns(meta.get("window.duration_ns"), meta.end_ns - meta.start_ns)),
+            "pid": _meta_value(meta.get("process.pid")),
+            "python": _meta_value(meta.get("python.version")),
+            "hook": _meta_value(meta.get("recorder.hook")),
             "records_lost": meta.records_lost,
             "truncated": bool(meta.get("window.truncated", False)),
-            "closed_by": meta.get("window.closed_by"),
+            "closed_by": _meta_value(meta.get("window.closed_by")),
             "slices": n,
             "damage": trace.damage,
         },

@@ -72,19 +72,28 @@ def parse_name(name: str) -> Optional[tuple[datetime, int]]:
 
 
 def ensure_dir(path: str) -> None:
-    """Creates the dump directory (mode 0700, whatever the umask) if missing."""
+    """Creates the dump directory (mode 0700, whatever the umask) if missing,
+    and any missing directory above it, 0700 too: with umask 0, makedirs
+    would leave those world-writable, and whoever can write a parent can
+    swap the dump dir for a link to a directory of their own."""
     if os.path.isdir(path):
         return
-    parent = os.path.dirname(os.path.abspath(path))
-    if parent and not os.path.isdir(parent):
-        os.makedirs(parent, exist_ok=True)
-    try:
-        os.mkdir(path, DIR_MODE)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise
-        return
-    os.chmod(path, DIR_MODE)
+    missing = []
+    at = os.path.abspath(path)
+    while not os.path.isdir(at):
+        missing.append(at)
+        parent = os.path.dirname(at)
+        if parent == at:
+            break
+        at = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, DIR_MODE)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+            continue
+        os.chmod(directory, DIR_MODE)
 
 
 def write(directory: str, name: str, data: bytes) -> str:
@@ -92,6 +101,9 @@ def write(directory: str, name: str, data: bytes) -> str:
     rename), mode 0600. On failure nothing is left behind and OSError is raised."""
     if os.sep in name or not OWNED.match(name):
         raise ValueError(f"not a trace file name: {name!r}")
+    # "dump/./new/..": the kernel resolves "new" before "..", and it does not
+    # exist yet; the directory meant is the lexical one
+    directory = os.path.abspath(directory)
     ensure_dir(directory)
     # executiontrace.<time>.<pid>.<n>.tmp: GC recognises it if a crash leaves it
     tmp = name[: -len(SUFFIX)] + f".{time.monotonic_ns() % 1_000_000}" + TMP_SUFFIX
@@ -158,6 +170,7 @@ def collect(directory: str, limit: int, *, now: Optional[float] = None) -> Colle
     file always stays. Also removes temporary files a crash left behind."""
     kept: list[TraceFile] = []
     deleted: list[TraceFile] = []
+    directory = os.path.abspath(directory)  # as write() names it
     with _gc_lock(directory):
         total = 0
         for f in reversed(owned_files(directory)):

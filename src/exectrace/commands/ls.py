@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import stat
 from typing import Any, Optional
@@ -53,7 +54,11 @@ def human_size(n: int) -> str:
 
 
 def _int(value: Any) -> Optional[int]:
+    """A metadata number as an int; None for anything else (a damaged file's
+    strings, NaN, infinities)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     return int(value)
 
