@@ -38,7 +38,8 @@ from exectrace.settings import Settings
 
 logger = logging.getLogger("exectrace")
 
-#: Closed windows waiting for the writer; past this, the oldest is dropped.
+#: Closed windows waiting for the writer: while this many wait, no window
+#: opens (it is skipped); past it, the oldest would be dropped.
 MAX_PENDING_WRITES = 2
 #: How long stop() and exit wait for writes in progress.
 EXIT_WRITE_TIMEOUT = 10.0
@@ -223,6 +224,14 @@ class Controller:
 
     def _open_window(self, now: int) -> None:
         self._schedule.opened(now)
+        if len(self._pending) >= MAX_PENDING_WRITES:
+            # The writer is behind (a busy or overloaded process): skip this
+            # window rather than make the application pay for recording one
+            # that would be dropped unwritten. Not a fault: counted only.
+            self._schedule.closed(self._clock())
+            self.windows_skipped += 1
+            logger.debug("exectrace: the writer is behind; a window was skipped")
+            return
         try:
             self._window = Window.open(self.settings)
         except Exception as e:

@@ -36,6 +36,8 @@ OWNED = re.compile(r"^executiontrace\.(\d{4}-\d\d-\d\dT\d\d_\d\d_\d\d\.\d{3})\.(
 OWNED_TMP = re.compile(r"^executiontrace\.(\d{4}-\d\d-\d\dT\d\d_\d\d_\d\d\.\d{3})\.(\d+)(\.\d+)?\.tmp$")
 #: A temporary file this old was left by a crash (no write takes this long).
 STALE_TMP_SECONDS = 3600
+#: How long GC waits for the directory's lock before collecting without it.
+LOCK_TIMEOUT = 5.0
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
@@ -122,9 +124,15 @@ def owned_files(directory: str) -> list[TraceFile]:
 
 
 @contextlib.contextmanager
-def _gc_lock(directory: str) -> Iterator[None]:
+def _gc_lock(directory: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """An advisory lock shared by every process collecting in `directory`
-    (best effort: without one, e.g. on a read-only directory, GC goes on)."""
+    (best effort: without one, e.g. on a read-only directory, GC goes on).
+
+    A POSIX record lock (lockf), not flock: it belongs to the process, so a
+    child forked while the lock is held does not hold it too (with flock the
+    child's copy of the descriptor kept the lock, for the child's whole life,
+    from every process sharing the directory). Waits at most `timeout`: a
+    neighbour stopped or hung while holding it does not stop GC here."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
@@ -137,7 +145,17 @@ def _gc_lock(directory: str) -> Iterator[None]:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EACCES, errno.EAGAIN) or time.monotonic() >= deadline:
+                    break  # collect without the lock
+            time.sleep(delay)
+            delay = min(2 * delay, 0.05)
         yield
     finally:
         os.close(fd)  # releases the lock
