@@ -61,7 +61,8 @@ def warn(message: str) -> None:
 
 
 class _Warnings:
-    """Rate-limits repeated warnings (a full disk fails every window)."""
+    """Rate-limits repeated warnings (a full disk fails every window, a
+    flapping fault every other one): one per key per WARNING_INTERVAL."""
 
     def __init__(self) -> None:
         self._last: dict[str, float] = {}
@@ -71,9 +72,6 @@ class _Warnings:
         if now - self._last.get(key, -WARNING_INTERVAL) >= WARNING_INTERVAL:
             self._last[key] = now
             warn(message)
-
-    def clear(self, key: str) -> None:
-        self._last.pop(key, None)
 
 
 class Controller:
@@ -298,7 +296,7 @@ class Controller:
         except Exception as e:
             with self._lock:
                 self.windows_failed += 1
-            self._fault("write", f"could not write a trace to {os.path.abspath(directory)}: {_describe(e)}")
+            self._fault(f"write {_kind(e)}", f"could not write a trace to {os.path.abspath(directory)}: {_describe(e)}")
             return
         finally:
             lost = closed.capture.records_lost if closed.capture is not None else 0
@@ -309,14 +307,17 @@ class Controller:
             self.last_file = path
             if self.last_error is not None and self.last_error.startswith("could not write"):
                 self.last_error = None
-        self._warnings.clear("write")
         self._collect(settings)
 
     def _collect(self, settings: Settings) -> None:
         try:
             dumpstore.collect(settings.dump_dir, settings.total_dump_size_limit)
         except Exception as e:
-            self._fault("gc", f"could not collect old traces in {settings.dump_dir}: {_describe(e)}")
+            self._fault(f"gc {_kind(e)}", f"could not collect old traces in {settings.dump_dir}: {_describe(e)}")
+            return
+        with self._lock:
+            if self.last_error is not None and self.last_error.startswith("could not collect"):
+                self.last_error = None
 
     def _unique_name(self, end_realtime_ns: int) -> str:
         """The file name for a window; never the name of an earlier window of
@@ -347,6 +348,12 @@ class Controller:
         self._scheduler = self._writer = None
         self._schedule = Schedule(self.settings.interval, self.settings.duration)
         self._last_name = ""
+
+
+def _kind(e: BaseException) -> str:
+    """What rate-limits a fault's warning: the same fault, flapping or not,
+    warns once a WARNING_INTERVAL; a different one warns at once."""
+    return f"errno {e.errno}" if isinstance(e, OSError) and e.errno else type(e).__name__
 
 
 def _describe(e: BaseException) -> str:
@@ -406,6 +413,8 @@ def _at_exit() -> None:
     if controller is not None:
         try:
             controller.stop("exit")
+        except KeyboardInterrupt:  # Ctrl-C again while the last window is written: leave now
+            warn("interrupted: the last trace window was not written")
         except Exception as e:  # the application is exiting: never raise
             warn(f"could not write the last trace window at exit: {e!r}")
 

@@ -91,13 +91,22 @@ def ensure_dir(path: str) -> None:
 
 def write(directory: str, name: str, data: bytes) -> str:
     """Writes `data` as `directory/name` atomically (temporary file, fsync,
-    rename), mode 0600. On failure nothing is left behind and OSError is raised."""
+    rename), mode 0600. A directory removed during the write is made again and
+    the write tried once more. On failure nothing is left behind and OSError
+    is raised."""
     if os.sep in name or not OWNED.match(name):
         raise ValueError(f"not a trace file name: {name!r}")
-    ensure_dir(directory)
-    # executiontrace.<time>.<pid>.<n>.tmp: GC recognises it if a crash leaves it
-    tmp = name[: -len(SUFFIX)] + f".{time.monotonic_ns() % 1_000_000}" + TMP_SUFFIX
-    return write_atomic(os.path.join(directory, name), data, mode=FILE_MODE, tmp_name=tmp)
+    for attempt in (1, 2):
+        # executiontrace.<time>.<pid>.<n>.tmp: GC recognises it if a crash leaves it
+        tmp = name[: -len(SUFFIX)] + f".{time.monotonic_ns() % 1_000_000}" + TMP_SUFFIX
+        try:
+            ensure_dir(directory)
+            return write_atomic(os.path.join(directory, name), data, mode=FILE_MODE, tmp_name=tmp)
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+            # the directory was removed during the write: make it again, once
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def owned_files(directory: str) -> list[TraceFile]:
