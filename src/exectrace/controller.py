@@ -286,13 +286,17 @@ class Controller:
                 self._write(closed)
 
     def _write(self, closed: ClosedWindow) -> None:
-        """Encodes and writes one window, then collects; never raises."""
+        """Encodes and writes one window, collecting the directory in the same step; never raises."""
         settings = self.settings
         directory = settings.dump_dir
+        gc_error: Optional[BaseException] = None
         try:
             data = closed.encode()
             name = self._unique_name(closed.capture.stop_realtime_ns)
-            path = dumpstore.write(directory, name, data)
+            try:  # written and collected in one step (see dumpstore.write)
+                path = dumpstore.write(directory, name, data, limit=settings.total_dump_size_limit)
+            except dumpstore.CollectError as e:
+                path, gc_error = e.path, e.cause
         except Exception as e:
             with self._lock:
                 self.windows_failed += 1
@@ -307,13 +311,21 @@ class Controller:
             self.last_file = path
             if self.last_error is not None and self.last_error.startswith("could not write"):
                 self.last_error = None
-        self._collect(settings)
+        self._collected(settings, gc_error)
 
     def _collect(self, settings: Settings) -> None:
+        """Collects the dump directory; never raises."""
         try:
             dumpstore.collect(settings.dump_dir, settings.total_dump_size_limit)
         except Exception as e:
-            self._fault(f"gc {_kind(e)}", f"could not collect old traces in {settings.dump_dir}: {_describe(e)}")
+            self._collected(settings, e)
+        else:
+            self._collected(settings, None)
+
+    def _collected(self, settings: Settings, error: Optional[BaseException]) -> None:
+        if error is not None:
+            self._fault(f"gc {_kind(error)}",
+                        f"could not collect old traces in {settings.dump_dir}: {_describe(error)}")
             return
         with self._lock:
             if self.last_error is not None and self.last_error.startswith("could not collect"):

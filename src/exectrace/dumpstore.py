@@ -89,23 +89,60 @@ def ensure_dir(path: str) -> None:
     os.chmod(path, DIR_MODE)
 
 
-def write(directory: str, name: str, data: bytes) -> str:
+class CollectError(Exception):
+    """write() wrote the file, but collecting the directory failed (`cause`)."""
+
+    def __init__(self, path: str, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.path = path
+        self.cause = cause
+
+
+def write(directory: str, name: str, data: bytes, *, limit: Optional[int] = None) -> str:
     """Writes `data` as `directory/name` atomically (temporary file, fsync,
     rename), mode 0600. A directory removed during the write is made again and
     the write tried once more. On failure nothing is left behind and OSError
-    is raised."""
+    is raised.
+
+    With `limit`, the directory is collected in the same step, under its
+    lock, counting the new file as already there: older files past the limit
+    are deleted before it appears (and the new file itself is dropped when
+    it is older than files that fill the limit: a slow writer among several
+    processes). So no process sharing the directory, nor a reader listing it,
+    ever sees more than `limit` bytes besides the newest file. If that GC
+    fails, the file is still written and CollectError says why."""
     if os.sep in name or not OWNED.match(name):
         raise ValueError(f"not a trace file name: {name!r}")
+    gc_error: list[BaseException] = []
+
+    def commit(tmp: str, path: str) -> None:
+        assert limit is not None
+        with _gc_lock(directory):
+            try:
+                result = collect(directory, limit, incoming=(name, len(data)), locked=True)
+            except OSError as e:
+                gc_error.append(e)
+                result = None
+            if result is not None and any(f.name == name for f in result.deleted):
+                os.unlink(tmp)
+            else:
+                os.replace(tmp, path)
+
     for attempt in (1, 2):
         # executiontrace.<time>.<pid>.<n>.tmp: GC recognises it if a crash leaves it
         tmp = name[: -len(SUFFIX)] + f".{time.monotonic_ns() % 1_000_000}" + TMP_SUFFIX
+        gc_error.clear()
         try:
             ensure_dir(directory)
-            return write_atomic(os.path.join(directory, name), data, mode=FILE_MODE, tmp_name=tmp)
+            path = write_atomic(os.path.join(directory, name), data, mode=FILE_MODE, tmp_name=tmp,
+                                commit=commit if limit is not None else None)
         except FileNotFoundError:
             if attempt == 2:
                 raise
-            # the directory was removed during the write: make it again, once
+            continue  # the directory was removed during the write: make it again, once
+        if gc_error:
+            raise CollectError(path, gc_error[0])
+        return path
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -180,20 +217,34 @@ class CollectResult:
         return sum(f.size for f in self.kept)
 
 
-def collect(directory: str, limit: int, *, now: Optional[float] = None) -> CollectResult:
+def collect(directory: str, limit: int, *, now: Optional[float] = None,
+            incoming: Optional[tuple[str, int]] = None, locked: bool = False) -> CollectResult:
     """Deletes owned files past `limit` bytes, newest kept first; the newest
-    file always stays. Also removes temporary files a crash left behind."""
+    file always stays. Also removes temporary files a crash left behind.
+
+    `incoming` (name, size): a file about to be renamed into the directory,
+    counted as if there (write() does this, holding the lock: `locked`); it
+    is in `deleted` when it does not fit, and then not renamed at all."""
     kept: list[TraceFile] = []
     deleted: list[TraceFile] = []
-    with _gc_lock(directory):
+    with contextlib.nullcontext() if locked else _gc_lock(directory):
+        files = owned_files(directory)
+        if incoming is not None:
+            name, size = incoming
+            parsed = parse_name(name)
+            assert parsed is not None
+            files = [f for f in files if f.name != name]  # it replaces a file of the same name
+            files.append(TraceFile(os.path.join(directory, name), name, size, parsed[0], parsed[1]))
+            files.sort(key=lambda f: f.name)
         total = 0
-        for f in reversed(owned_files(directory)):
+        for f in reversed(files):
             total += f.size
             if kept and total > limit:
-                try:
-                    os.unlink(f.path)
-                except FileNotFoundError:
-                    pass  # a neighbour collected it first
+                if incoming is None or f.name != incoming[0]:
+                    try:
+                        os.unlink(f.path)
+                    except FileNotFoundError:
+                        pass  # a neighbour collected it first
                 deleted.append(f)
             else:
                 kept.append(f)
