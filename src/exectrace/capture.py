@@ -224,15 +224,22 @@ class ClosedWindow:
         self.capture.release()
 
 
+# Imported here, not when a window is written: an import in the writer
+# thread holds the module's import lock, and a child forked meanwhile would
+# wait for it forever (the same goes for every module the writer uses).
+try:
+    from isal import isal_zlib as _isal_zlib
+except ImportError:
+    _isal_zlib = None  # type: ignore[assignment]
+
+
 def _chunk_compressor() -> Any:
     """ISA-L's zlib-compatible compressor when installed (about 3.7x zlib's
     speed at level 1 for the same ratio on trace packets), else None: the
     core's built-in zlib."""
-    try:
-        from isal import isal_zlib
-    except ImportError:
+    if _isal_zlib is None:
         return None
-    return functools.partial(isal_zlib.compress, level=1)
+    return functools.partial(_isal_zlib.compress, level=1)
 
 
 def _compressor_name() -> str:

@@ -27,6 +27,13 @@ from typing import Optional
 
 from exectrace._files import write_atomic
 
+# Imported now, not in the writer thread: a child forked while that thread
+# imports would find the module's import lock held forever.
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
 PREFIX = "executiontrace."
 SUFFIX = ".out"
 TMP_SUFFIX = ".tmp"
@@ -66,8 +73,10 @@ def parse_name(name: str) -> Optional[tuple[datetime, int]]:
     match = OWNED.match(name)
     if match is None:
         return None
-    try:
-        when = datetime.strptime(match.group(1), "%Y-%m-%dT%H_%M_%S.%f").replace(tzinfo=timezone.utc)
+    t = match.group(1)  # 2026-11-29T18_41_22.216; not strptime: its lazy import of
+    try:                # _strptime in the writer thread can deadlock a child forked meanwhile
+        when = datetime(int(t[0:4]), int(t[5:7]), int(t[8:10]), int(t[11:13]), int(t[14:16]),
+                        int(t[17:19]), int(t[20:23]) * 1000, tzinfo=timezone.utc)
     except ValueError:
         return None
     return when, int(match.group(2))
@@ -179,9 +188,7 @@ def _gc_lock(directory: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     child's copy of the descriptor kept the lock, for the child's whole life,
     from every process sharing the directory). Waits at most `timeout`: a
     neighbour stopped or hung while holding it does not stop GC here."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
+    if fcntl is None:  # pragma: no cover - not POSIX
         yield
         return
     path = os.path.join(directory, LOCK_NAME)
