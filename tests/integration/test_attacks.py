@@ -294,6 +294,32 @@ def test_fork_storm(tmp_path):
             assert any(s.name == "work" for t in child for s in t.slices())
 
 
+def test_background_threads_import_nothing(tmp_path):
+    """exectrace's threads never import a module: a child forked while one of
+    them held a module's import lock would wait for it forever (its writer,
+    and the application's own first import of that module)."""
+    dump = tmp_path / "dump"
+    result = run_app("""
+        import threading
+        imports = []
+        class Spy:  # asked first for every module not imported yet
+            def find_spec(self, name, path=None, target=None):
+                if threading.current_thread().name.startswith("exectrace"):
+                    imports.append(name)
+                return None
+        sys.meta_path.insert(0, Spy())
+        start_tracing(interval="150ms", duration="100ms", total_dump_size_limit=1)
+        work(0.8)
+        import exectrace
+        exectrace.configure(interval="100ms", total_dump_size_limit="1MiB")
+        work(0.4)
+        exectrace.stop()
+        print(sorted(set(imports)), exectrace.status()["windows_written"] >= 4)
+    """, dump)
+    assert result.stdout == "[] True\n", describe(result)
+    check_dump(dump, checked=1)
+
+
 # ------------------------------------------------------------------ signals
 
 SIGNAL_APP = """
