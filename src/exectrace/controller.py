@@ -240,6 +240,8 @@ class Controller:
             return
         self._window_started_wall = time.time()
         self._close_reason = "schedule"
+        if self.last_error is not None and self.last_error.startswith("could not open"):
+            self.last_error = None  # e.g. the other profiler is gone
 
     def _close_window(self, reason: str) -> None:
         """Closes the open window (if any) and queues it for the writer."""
