@@ -738,7 +738,9 @@ cdef int encode_thread(Out* o, const et_capture* c, const Clock* k, const uint32
 cdef bytes _utf8(object s):
     if isinstance(s, bytes):
         return s
-    return str(s).encode("utf-8", "surrogateescape")
+    # Valid UTF-8 whatever the string holds: a lone surrogate (a name made
+    # with exec, an undecodable byte of a path) is written as \udcxx.
+    return str(s).encode("utf-8", "backslashreplace")
 
 
 cdef class _Msg:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Optional
 
 from exectrace.errors import ExectraceError
 
 
-def write_atomic(path: str, data: bytes, *, mode: int = 0o600, tmp_name: Optional[str] = None) -> str:
+def write_atomic(path: str, data: bytes, *, mode: int = 0o600, tmp_name: Optional[str] = None,
+                 commit: Optional[Callable[[str, str], None]] = None) -> str:
     """Writes `data` as `path` through a temporary file in the same directory
     (`tmp_name`, or a hidden one), fsync and rename, `mode` whatever the umask.
+    `commit(tmp, path)`, if given, does the rename (e.g. under a lock).
     On failure nothing is left behind and OSError is raised."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, tmp_name or f".{os.path.basename(path)}.{os.getpid()}.tmp")
@@ -28,7 +30,10 @@ def write_atomic(path: str, data: bytes, *, mode: int = 0o600, tmp_name: Optiona
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if commit is not None:
+            commit(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

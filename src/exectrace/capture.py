@@ -31,9 +31,13 @@ from exectrace.settings import Settings, defaults, resolve
 
 logger = logging.getLogger("exectrace")
 
-# sys.monitoring tool ids exectrace may take, preferred first: the profiler's,
-# then the two ids Python leaves free for other tools.
-_MONITORING_TOOL_IDS = (2, 3, 4)
+# sys.monitoring tool ids exectrace may take, preferred first: the two ids
+# Python leaves free for other tools, then PROFILER_ID. Not PROFILER_ID first:
+# cProfile takes it on 3.12+, and an application enabling cProfile while a
+# window held it would get "ValueError: Another profiling tool is already active".
+_MONITORING_TOOL_IDS = (3, 4, 2)
+_PROFILER_ID = 2
+_warned_profiler_id = False
 
 
 def ticks_are_safe() -> bool:
@@ -119,6 +123,7 @@ def _asyncio_hooks() -> dict[str, Any]:
 
 def _open_recorder(settings: Settings, seed_stacks: bool = True) -> str:
     """Starts the recorder; returns the name of the hook in use."""
+    global _warned_profiler_id
     options: dict[str, Any] = dict(
         **_asyncio_hooks(),
         buffer_size=settings.buffer_size,
@@ -141,10 +146,12 @@ def _open_recorder(settings: Settings, seed_stacks: bool = True) -> str:
             "sys.monitoring tool ids 2-4 are all in use "
             f"({', '.join(f'{i}: {n!r}' for i, n in held.items())}); exectrace cannot record"
         )
-    if free[0] != _MONITORING_TOOL_IDS[0]:
+    if free[0] == _PROFILER_ID and not _warned_profiler_id:
+        _warned_profiler_id = True  # once per process, not once per window
         logger.warning(
-            "exectrace: sys.monitoring PROFILER_ID is held by %r; using tool id %d",
-            held[_MONITORING_TOOL_IDS[0]], free[0],
+            "exectrace: sys.monitoring tool ids 3 and 4 are held (%r, %r); using PROFILER_ID (2): "
+            "cProfile cannot be enabled while a window is open",
+            held[3], held[4],
         )
     _tracecore.start(tool_id=free[0], **options)
     return f"sys.monitoring (tool id {free[0]})"
@@ -268,15 +275,22 @@ class ClosedWindow:
         self.capture.release()
 
 
+# Imported here, not when a window is written: an import in the writer
+# thread holds the module's import lock, and a child forked meanwhile would
+# wait for it forever (the same goes for every module the writer uses).
+try:
+    from isal import isal_zlib as _isal_zlib
+except ImportError:
+    _isal_zlib = None  # type: ignore[assignment]
+
+
 def _chunk_compressor() -> Any:
     """ISA-L's zlib-compatible compressor when installed (about 3.7x zlib's
     speed at level 1 for the same ratio on trace packets), else None: the
     core's built-in zlib."""
-    try:
-        from isal import isal_zlib
-    except ImportError:
+    if _isal_zlib is None:
         return None
-    return functools.partial(isal_zlib.compress, level=1)
+    return functools.partial(_isal_zlib.compress, level=1)
 
 
 def _compressor_name() -> str:

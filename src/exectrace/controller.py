@@ -38,7 +38,8 @@ from exectrace.settings import Settings
 
 logger = logging.getLogger("exectrace")
 
-#: Closed windows waiting for the writer; past this, the oldest is dropped.
+#: Closed windows waiting for the writer: while this many wait, no window
+#: opens (it is skipped); past it, the oldest would be dropped.
 MAX_PENDING_WRITES = 2
 #: How long stop() and exit wait for writes in progress.
 EXIT_WRITE_TIMEOUT = 10.0
@@ -60,7 +61,8 @@ def warn(message: str) -> None:
 
 
 class _Warnings:
-    """Rate-limits repeated warnings (a full disk fails every window)."""
+    """Rate-limits repeated warnings (a full disk fails every window, a
+    flapping fault every other one): one per key per WARNING_INTERVAL."""
 
     def __init__(self) -> None:
         self._last: dict[str, float] = {}
@@ -70,9 +72,6 @@ class _Warnings:
         if now - self._last.get(key, -WARNING_INTERVAL) >= WARNING_INTERVAL:
             self._last[key] = now
             warn(message)
-
-    def clear(self, key: str) -> None:
-        self._last.pop(key, None)
 
 
 class Controller:
@@ -223,6 +222,14 @@ class Controller:
 
     def _open_window(self, now: int) -> None:
         self._schedule.opened(now)
+        if len(self._pending) >= MAX_PENDING_WRITES:
+            # The writer is behind (a busy or overloaded process): skip this
+            # window rather than make the application pay for recording one
+            # that would be dropped unwritten. Not a fault: counted only.
+            self._schedule.closed(self._clock())
+            self.windows_skipped += 1
+            logger.debug("exectrace: the writer is behind; a window was skipped")
+            return
         try:
             self._window = Window.open(self.settings)
         except Exception as e:
@@ -233,6 +240,8 @@ class Controller:
             return
         self._window_started_wall = time.time()
         self._close_reason = "schedule"
+        if self.last_error is not None and self.last_error.startswith("could not open"):
+            self.last_error = None  # e.g. the other profiler is gone
 
     def _close_window(self, reason: str) -> None:
         """Closes the open window (if any) and queues it for the writer."""
@@ -279,18 +288,21 @@ class Controller:
                 self._write(closed)
 
     def _write(self, closed: ClosedWindow) -> None:
-        """Encodes and writes one window, then collects; never raises."""
+        """Encodes and writes one window, collecting the directory in the same step; never raises."""
         settings = self.settings
         directory = settings.dump_dir
+        gc_error: Optional[BaseException] = None
         try:
             data = closed.encode()
             name = self._unique_name(closed.capture.stop_realtime_ns)
-            path = dumpstore.write(directory, name, data)
-            del data
+            try:  # written and collected in one step (see dumpstore.write)
+                path = dumpstore.write(directory, name, data, limit=settings.total_dump_size_limit)
+            except dumpstore.CollectError as e:
+                path, gc_error = e.path, e.cause
         except Exception as e:
             with self._lock:
                 self.windows_failed += 1
-            self._fault("write", f"could not write a trace to {os.path.abspath(directory)}: {_describe(e)}")
+            self._fault(f"write {_kind(e)}", f"could not write a trace to {os.path.abspath(directory)}: {_describe(e)}")
             return
         finally:
             lost = closed.capture.records_lost if closed.capture is not None else 0
@@ -301,15 +313,26 @@ class Controller:
             self.last_file = path
             if self.last_error is not None and self.last_error.startswith("could not write"):
                 self.last_error = None
-        self._warnings.clear("write")
         _trim_heap()
-        self._collect(settings)
+        self._collected(settings, gc_error)
 
     def _collect(self, settings: Settings) -> None:
+        """Collects the dump directory; never raises."""
         try:
             dumpstore.collect(settings.dump_dir, settings.total_dump_size_limit)
         except Exception as e:
-            self._fault("gc", f"could not collect old traces in {settings.dump_dir}: {_describe(e)}")
+            self._collected(settings, e)
+        else:
+            self._collected(settings, None)
+
+    def _collected(self, settings: Settings, error: Optional[BaseException]) -> None:
+        if error is not None:
+            self._fault(f"gc {_kind(error)}",
+                        f"could not collect old traces in {settings.dump_dir}: {_describe(error)}")
+            return
+        with self._lock:
+            if self.last_error is not None and self.last_error.startswith("could not collect"):
+                self.last_error = None
 
     def _unique_name(self, end_realtime_ns: int) -> str:
         """The file name for a window; never the name of an earlier window of
@@ -354,26 +377,38 @@ def _trim_heap() -> None:
     creeps up by that much over the first windows and stays there (measured
     by bench/soak.py: +20-30% of a small server's RSS over 10 minutes, with
     the memory in use flat). malloc_trim(0) returns free pages at once; it
-    runs on the writer thread, once per window. Best effort: glibc only."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        _malloc_trim = False
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
-
-                libc = ctypes.CDLL(None)
-                trim = libc.malloc_trim
-                trim.argtypes = [ctypes.c_size_t]
-                trim.restype = ctypes.c_int
-                _malloc_trim = trim
-            except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-                pass
+    runs on the writer thread, once per window. Best effort: glibc only.
+    (Found by _load_malloc_trim() on the thread that starts tracing: the
+    background threads import nothing, see test_attacks.)"""
     if _malloc_trim:
         try:
             _malloc_trim(0)
         except Exception:  # pragma: no cover - best effort
             pass
+
+
+def _load_malloc_trim() -> None:
+    global _malloc_trim
+    if _malloc_trim is not None:
+        return
+    _malloc_trim = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None)
+            trim = libc.malloc_trim
+            trim.argtypes = [ctypes.c_size_t]
+            trim.restype = ctypes.c_int
+            _malloc_trim = trim
+        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+            pass
+
+
+def _kind(e: BaseException) -> str:
+    """What rate-limits a fault's warning: the same fault, flapping or not,
+    warns once a WARNING_INTERVAL; a different one warns at once."""
+    return f"errno {e.errno}" if isinstance(e, OSError) and e.errno else type(e).__name__
 
 
 def _describe(e: BaseException) -> str:
@@ -399,6 +434,7 @@ def start_controller(settings: Settings) -> Controller:
     global _controller
     with _state_lock:
         _register_process_hooks()
+        _load_malloc_trim()
         _apply_trace_locks(settings)
         if _controller is not None and _controller._running:
             _controller.configure(settings)
@@ -444,6 +480,8 @@ def _at_exit() -> None:
     if controller is not None:
         try:
             controller.stop("exit")
+        except KeyboardInterrupt:  # Ctrl-C again while the last window is written: leave now
+            warn("interrupted: the last trace window was not written")
         except Exception as e:  # the application is exiting: never raise
             warn(f"could not write the last trace window at exit: {e!r}")
 

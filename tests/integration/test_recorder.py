@@ -430,26 +430,36 @@ def test_second_window_is_refused(trace_path):
 
 
 @pytest.mark.skipif(not HAS_SYS_MONITORING, reason="sys.monitoring is 3.12+")
-def test_profiler_slot_held_by_another_tool(trace_path, caplog):
+def test_tool_ids_held_by_other_tools(trace_path, caplog):
+    """exectrace takes tool id 3 (else 4), leaving PROFILER_ID to cProfile;
+    PROFILER_ID only when 3 and 4 are held (with a warning); none free: refused."""
     mon = sys.monitoring
-    mon.use_tool_id(mon.PROFILER_ID, "someone-else")
+    with exectrace.tracing(trace_path):
+        outer()
+    assert "tool id 3" in load(trace_path)[0].metadata["recorder.hook"]
+    mon.use_tool_id(3, "other-3")
     try:
-        with caplog.at_level("WARNING", logger="exectrace"), exectrace.tracing(trace_path):
+        with exectrace.tracing(trace_path):
             outer()
-        assert "someone-else" in caplog.text
-        trace, _ = load(trace_path)
-        assert "tool id 3" in trace.metadata["recorder.hook"]
-        assert len(slices_named(trace, "inner")) == 3
-        for tool in (3, 4):
-            mon.use_tool_id(tool, f"other-{tool}")
+        assert "tool id 4" in load(trace_path)[0].metadata["recorder.hook"]
+        mon.use_tool_id(4, "other-4")
         try:
-            with pytest.raises(exectrace.ExectraceError, match="in use"), exectrace.tracing(trace_path):
-                pass
+            with caplog.at_level("WARNING", logger="exectrace"), exectrace.tracing(trace_path):
+                outer()
+            assert "other-4" in caplog.text and "PROFILER_ID" in caplog.text
+            trace, _ = load(trace_path)
+            assert "tool id 2" in trace.metadata["recorder.hook"]
+            assert len(slices_named(trace, "inner")) == 3
+            mon.use_tool_id(mon.PROFILER_ID, "someone-else")
+            try:
+                with pytest.raises(exectrace.ExectraceError, match="in use"), exectrace.tracing(trace_path):
+                    pass
+            finally:
+                mon.free_tool_id(mon.PROFILER_ID)
         finally:
-            for tool in (3, 4):
-                mon.free_tool_id(tool)
+            mon.free_tool_id(4)
     finally:
-        mon.free_tool_id(mon.PROFILER_ID)
+        mon.free_tool_id(3)
 
 
 def test_with_cprofile_active(python, tmp_path):
