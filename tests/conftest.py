@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,12 @@ sys.path.insert(0, str(TESTS))
 
 # A hung test prints every thread's stack before pytest-timeout kills it.
 faulthandler.enable()
+
+# A shell starts background jobs with SIGINT ignored, and exec'd children
+# inherit "ignored" (not a handler): the tests of Ctrl-C behaviour need their
+# subprocesses to get SIGINT's default disposition, as in a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_python(code: str, *, env: dict[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
