@@ -324,7 +324,7 @@ def test_annotation_errors_propagate_and_regions_never_swallow_exceptions(tmp_pa
 
 def test_counters_have_values_inside_the_window(tmp_path):
     out = tmp_path / "t.out"
-    with exectrace.tracing(out, counters_interval="10ms"):
+    with exectrace.tracing(out, counters_interval="10ms", c_calls=False):
         junk = []
         end = __import__("time").monotonic() + 0.3
         while __import__("time").monotonic() < end:
