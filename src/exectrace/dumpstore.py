@@ -4,11 +4,12 @@ Files are named ``executiontrace.<UTC end time>.<pid>.out`` with the time as
 ``2006-01-02T15_04_05.000``, so the lexical order of names is the order in
 which windows ended. A file is written as ``executiontrace.*.tmp`` in the same
 directory and renamed: a crash or a full disk never leaves a truncated
-``.out``. After each write, GC walks the files exectrace owns from newest to
+``.out``. With each write, GC walks the files exectrace owns from newest to
 oldest, summing sizes, and deletes every file past the limit; the newest file
 always stays. Several processes may share a directory: names carry the pid,
-GC holds an advisory lock, and a file a neighbour already deleted is not an
-error. Nothing that does not look exactly like an owned trace file (other
+the rename and its GC happen as one step under an advisory lock (so the
+directory never holds more than the limit besides its newest file, even for
+a moment), and a file a neighbour already deleted is not an error. Nothing that does not look exactly like an owned trace file (other
 names, directories, symlinks) is ever touched.
 """
 
