@@ -61,7 +61,8 @@ def _bytes(number: int, value: bytes) -> bytes:
 
 
 def _str(number: int, value: str) -> bytes:
-    return _bytes(number, value.encode("utf-8", "surrogateescape"))
+    # valid UTF-8 whatever the string holds: a lone surrogate is written as \\udcxx
+    return _bytes(number, value.encode("utf-8", "backslashreplace"))
 
 
 def _fixed64(number: int, value: int) -> bytes:
