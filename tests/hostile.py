@@ -110,14 +110,14 @@ def packet_ends(data: bytes) -> list[int]:
     """Offsets where each top-level packet of a well-formed file ends."""
     ends, pos = [], 0
     while pos < len(data):
-        _, pos = _read_varint(data, pos)
-        size, pos = _read_varint(data, pos)
+        _, pos = read_varint(data, pos)
+        size, pos = read_varint(data, pos)
         pos += size
         ends.append(pos)
     return ends
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         byte = data[pos]

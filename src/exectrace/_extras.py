@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from exectrace import _tracecore
+from exectrace._protowire import field_bytes, field_varint, varint
 
 # TracePacket / TrackEvent / TrackDescriptor field numbers
 _TIMESTAMP = 8
@@ -42,48 +43,30 @@ _UNIT = {"ns": 1, "count": 2, "bytes": 3}
 TRAILER = "exectrace end of file"
 
 
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _int(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
-
-
-def _bytes(number: int, value: bytes) -> bytes:
-    return _varint((number << 3) | 2) + _varint(len(value)) + value
-
-
 def _str(number: int, value: str) -> bytes:
-    # valid UTF-8 whatever the string holds: a lone surrogate is written as \\udcxx
-    return _bytes(number, value.encode("utf-8", "backslashreplace"))
+    # valid UTF-8 whatever the string holds: a lone surrogate is written as \udcxx
+    return field_bytes(number, value.encode("utf-8", "backslashreplace"))
 
 
 def _fixed64(number: int, value: int) -> bytes:
-    return _varint((number << 3) | 1) + struct.pack("<Q", value & ((1 << 64) - 1))
+    return varint((number << 3) | 1) + struct.pack("<Q", value & ((1 << 64) - 1))
 
 
 def _double(number: int, value: float) -> bytes:
-    return _varint((number << 3) | 1) + struct.pack("<d", value)
+    return varint((number << 3) | 1) + struct.pack("<d", value)
 
 
 def _annotation(name: str, value: Any) -> bytes:
     body = _str(10, name)
     if isinstance(value, bool):
-        body += _int(2, int(value))
+        body += field_varint(2, int(value))
     elif isinstance(value, int):
-        body += _int(3 if value >= 0 else 4, value)
+        body += field_varint(3 if value >= 0 else 4, value)
     elif isinstance(value, float):
         body += _double(5, value)
     else:
         body += _str(6, str(value))
-    return _bytes(4, body)
+    return field_bytes(4, body)
 
 
 @dataclass
@@ -108,48 +91,48 @@ class Extras:
     def new_track(self, name: str, parent: Optional[int] = None, counter_unit: str = "") -> int:
         uuid = _tracecore.track_uuid(self.pid, "extra", self._next_track)
         self._next_track += 1
-        body = _int(1, uuid) + _str(2, name)
-        body += _int(5, parent if parent is not None else _tracecore.track_uuid(self.pid, "process"))
+        body = field_varint(1, uuid) + _str(2, name)
+        body += field_varint(5, parent if parent is not None else _tracecore.track_uuid(self.pid, "process"))
         if counter_unit:
-            body += _bytes(8, _int(3, _UNIT[counter_unit]))
-        self.descriptors.append(_bytes(_TRACK_DESCRIPTOR, body))
+            body += field_bytes(8, field_varint(3, _UNIT[counter_unit]))
+        self.descriptors.append(field_bytes(_TRACK_DESCRIPTOR, body))
         return uuid
 
     def slice(self, track: int, start: int, end: int, name: str, categories: Sequence[str] = (),
               args: Optional[dict[str, Any]] = None, flows_out: Sequence[int] = (),
               flows_in: Sequence[int] = ()) -> None:
-        begin = _int(9, _SLICE_BEGIN) + _int(11, track) + _str(23, name)
+        begin = field_varint(9, _SLICE_BEGIN) + field_varint(11, track) + _str(23, name)
         begin += b"".join(_str(22, c) for c in categories)
         begin += b"".join(_annotation(k, v) for k, v in (args or {}).items())
         begin += b"".join(_fixed64(47, f) for f in flows_out)
         begin += b"".join(_fixed64(48, f) for f in flows_in)
         self.events.append(_Event(start, 1, begin))
-        self.events.append(_Event(max(start, end), 0, _int(9, _SLICE_END) + _int(11, track)))
+        self.events.append(_Event(max(start, end), 0, field_varint(9, _SLICE_END) + field_varint(11, track)))
 
     def instant(self, track: int, ts: int, name: str, categories: Sequence[str] = (),
                 args: Optional[dict[str, Any]] = None) -> None:
-        body = _int(9, _INSTANT) + _int(11, track) + _str(23, name)
+        body = field_varint(9, _INSTANT) + field_varint(11, track) + _str(23, name)
         body += b"".join(_str(22, c) for c in categories)
         body += b"".join(_annotation(k, v) for k, v in (args or {}).items())
         self.events.append(_Event(ts, 2, body))
 
     def counter(self, track: int, ts: int, value: float) -> None:
-        self.events.append(_Event(ts, 2, _int(9, _COUNTER) + _int(11, track) + _double(44, float(value))))
+        self.events.append(_Event(ts, 2, field_varint(9, _COUNTER) + field_varint(11, track) + _double(44, float(value))))
 
     def packets(self) -> list[bytes]:
         """The encoded packets: the sequence's first packet, the tracks, the
         events by time (a track's events never go back in time), and last the
         trailer: an instant that tells a reader the file is whole."""
         self.events.sort(key=lambda e: (e.ts, e.order))
-        self.events.append(_Event(self.stop_ns, 2, _int(9, _INSTANT) + _int(
+        self.events.append(_Event(self.stop_ns, 2, field_varint(9, _INSTANT) + field_varint(
             11, _tracecore.track_uuid(self.pid, "meta")) + _str(23, TRAILER)))
-        seq = _int(_SEQUENCE_ID, self.sequence)
-        first = seq + _int(_SEQUENCE_FLAGS, 1) + _int(_TIMESTAMP, self.start_ns)
-        first += _int(_TIMESTAMP_CLOCK_ID, _CLOCK_MONOTONIC)
-        first += _bytes(_PACKET_DEFAULTS, _int(_TIMESTAMP_CLOCK_ID, _CLOCK_MONOTONIC))
+        seq = field_varint(_SEQUENCE_ID, self.sequence)
+        first = seq + field_varint(_SEQUENCE_FLAGS, 1) + field_varint(_TIMESTAMP, self.start_ns)
+        first += field_varint(_TIMESTAMP_CLOCK_ID, _CLOCK_MONOTONIC)
+        first += field_bytes(_PACKET_DEFAULTS, field_varint(_TIMESTAMP_CLOCK_ID, _CLOCK_MONOTONIC))
         out = [first]
-        out += [seq + _int(_TIMESTAMP, self.start_ns) + d for d in self.descriptors]
-        out += [seq + _int(_TIMESTAMP, e.ts) + _bytes(_TRACK_EVENT, e.body) for e in self.events]
+        out += [seq + field_varint(_TIMESTAMP, self.start_ns) + d for d in self.descriptors]
+        out += [seq + field_varint(_TIMESTAMP, e.ts) + field_bytes(_TRACK_EVENT, e.body) for e in self.events]
         return out
 
 

@@ -25,11 +25,6 @@ from exectrace.blocking import REASONS, reason_of_slice
 from exectrace.reader import GC_TRACK, Trace
 
 
-def blocking_reason(name: str, category: str = "c") -> Optional[str]:
-    """The reason a slice waited ("sleep", "io", "lock", "subprocess"), or None."""
-    return reason_of_slice(name, category)
-
-
 def _seconds(ns: float) -> float:
     return round(ns / 1e9, 9)
 
@@ -78,7 +73,7 @@ def _walk_thread(trace: Trace, track: dict[str, Any], indices: list[int],
             f["inclusive_ns"] += c.s_dur[j]
         name = strings[c.s_name[j]]
         cat = strings[c.s_cat[j]] if c.s_cat[j] >= 0 else ""
-        reason = blocking_reason(name, cat)
+        reason = reason_of_slice(name, cat)
         if reason is not None:
             blocked[reason] += own
             caller = strings[c.s_name[stack[-1]]] if stack else "(thread)"
@@ -329,4 +324,4 @@ def _num(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 100 or value == int(value) else f"{value:.3f}"
 
 
-__all__ = ["GC_TRACK", "blocking_reason", "format_text", "summarize"]
+__all__ = ["GC_TRACK", "format_text", "summarize"]

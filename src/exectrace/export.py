@@ -35,7 +35,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any, Optional, Union
 
-from exectrace.analysis import blocking_reason
+from exectrace._protowire import field_bytes, field_varint, varint
+from exectrace.blocking import reason_of_slice
 from exectrace.reader import Trace
 
 PathOrStream = Union[str, "os.PathLike[str]", IO[str], IO[bytes]]
@@ -380,27 +381,13 @@ def _name(enc: list[str], index: int) -> str:
 # pprof (profile.proto, hand-encoded)
 
 
-def _varint(value: int) -> bytes:
-    value &= 0xFFFFFFFFFFFFFFFF  # negative int64: two's complement, 10 bytes
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _uint(field: int, value: int) -> bytes:
     """A varint field (omitted when 0, as proto3 does)."""
-    return _varint(field << 3) + _varint(value) if value else b""
-
-
-def _len(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+    return field_varint(field, value) if value else b""
 
 
 def _packed(field: int, values: list[int]) -> bytes:
-    return _len(field, b"".join(_varint(v) for v in values)) if values else b""
+    return field_bytes(field, b"".join(varint(v) for v in values)) if values else b""
 
 
 class _Strings:
@@ -457,7 +444,7 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
             loc = locations.get((name, file, line))
             if loc is None:
                 loc = locations[(name, file, line)] = len(locations) + 1
-            reason = blocking_reason(strings[name] if name >= 0 else "", strings[cat] if cat >= 0 else "")
+            reason = reason_of_slice(strings[name] if name >= 0 else "", strings[cat] if cat >= 0 else "")
             site = site_of[key] = (loc, reason is not None)
         sites.append(site)
     done = 0
@@ -505,8 +492,8 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
     st = _Strings()
     out = bytearray()
     # sample_type = 1, period_type = 11: ValueType{type = 1, unit = 2}
-    out += _len(1, _uint(1, st("wall")) + _uint(2, st("nanoseconds")))
-    out += _len(1, _uint(1, st("blocked")) + _uint(2, st("nanoseconds")))
+    out += field_bytes(1, _uint(1, st("wall")) + _uint(2, st("nanoseconds")))
+    out += field_bytes(1, _uint(1, st("blocked")) + _uint(2, st("nanoseconds")))
     thread_key, tid_key = st("thread"), st("tid")
     for node in range(len(parent_of)):
         if loc_of_node[node] == 0:
@@ -521,23 +508,23 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
             n = parent_of[n]
         thread, tid = root_thread[n]
         # Sample{location_id = 1, value = 2, label = 3: Label{key = 1, str = 2, num = 3}}
-        out += _len(2, _packed(1, frames) + _len(2, _varint(w) + _varint(b))
-                    + _len(3, _uint(1, thread_key) + _uint(2, st(thread)))
-                    + _len(3, _uint(1, tid_key) + _uint(3, tid)))
+        out += field_bytes(2, _packed(1, frames) + field_bytes(2, varint(w) + varint(b))
+                    + field_bytes(3, _uint(1, thread_key) + _uint(2, st(thread)))
+                    + field_bytes(3, _uint(1, tid_key) + _uint(3, tid)))
     # mapping = 3: one for everything, already symbolized
     # Mapping{id = 1, filename = 5, has_functions = 7, has_filenames = 8, has_line_numbers = 9}
-    out += _len(3, _uint(1, 1) + _uint(5, st("python")) + _uint(7, 1) + _uint(8, 1) + _uint(9, 1))
+    out += field_bytes(3, _uint(1, 1) + _uint(5, st("python")) + _uint(7, 1) + _uint(8, 1) + _uint(9, 1))
     functions = bytearray()
     for (name, file, line), loc in locations.items():
         fname = st(strings[name] if name >= 0 else "?")
         ffile = st(strings[file]) if file >= 0 else 0
         line = max(line, 0)
         # Location{id = 1, mapping_id = 2, line = 4: Line{function_id = 1, line = 2}}
-        out += _len(4, _uint(1, loc) + _uint(2, 1) + _len(4, _uint(1, loc) + _uint(2, line)))
+        out += field_bytes(4, _uint(1, loc) + _uint(2, 1) + field_bytes(4, _uint(1, loc) + _uint(2, line)))
         # Function{id = 1, name = 2, filename = 4, start_line = 5}; no system_name
         # = 3: pprof would "demangle" it into the name, and a name like <module>
         # looks like a C++ template to it (it would show as "")
-        functions += _len(5, _uint(1, loc) + _uint(2, fname) + _uint(4, ffile) + _uint(5, line))
+        functions += field_bytes(5, _uint(1, loc) + _uint(2, fname) + _uint(4, ffile) + _uint(5, line))
     out += functions
     meta = trace.metadata
     start_realtime = meta.get("window.start_realtime_ns")
@@ -552,12 +539,12 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
         tail += _uint(9, start_realtime)  # time_nanos
     if isinstance(duration, int) and duration > 0:
         tail += _uint(10, duration)  # duration_nanos
-    tail += _len(11, _uint(1, st("wall")) + _uint(2, st("nanoseconds")))  # period_type
+    tail += field_bytes(11, _uint(1, st("wall")) + _uint(2, st("nanoseconds")))  # period_type
     tail += _uint(12, 1)  # period
     tail += _packed(13, comment_ids)  # comment
     tail += _uint(14, default_type)  # default_sample_type
     # valid UTF-8 (protobuf checks): a lone surrogate is written as \udcxx
-    out += b"".join(_len(6, s.encode("utf-8", "backslashreplace")) for s in st.table)
+    out += b"".join(field_bytes(6, s.encode("utf-8", "backslashreplace")) for s in st.table)
     out += tail
     return bytes(out)
 

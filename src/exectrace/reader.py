@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from exectrace import _tracecore
+from exectrace.blocking import reason_of_slice
 from exectrace.errors import ExectraceError
 
 #: The slice on the "exectrace" track that spans the window and carries the metadata.
@@ -71,8 +72,6 @@ class Slice:
     @property
     def blocking(self) -> Optional[str]:
         """Why the call waited ("sleep", "io", "lock", "subprocess"), or None."""
-        from exectrace.blocking import reason_of_slice
-
         return reason_of_slice(self.name, self.category)
 
 

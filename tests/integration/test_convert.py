@@ -23,7 +23,7 @@ import pytest
 import exectrace
 from exectrace import export
 from exectrace.__main__ import main
-from exectrace.analysis import blocking_reason
+from exectrace.blocking import reason_of_slice
 from perfetto_check import check_trace
 
 SLEEP_S = 0.05
@@ -330,7 +330,7 @@ def test_pprof_totals_and_stacks(traced, tmp_path):
     assert wall == pytest.approx(sum(max(v, 0) for v in selfs.values()), rel=1e-6)
     # blocked: the self time of C calls that block (here: the sleeps, nothing under them)
     blocking = [s for s in thread_slices(model)
-                if blocking_reason(s.name, "c" if "c" in s.categories else "") is not None]
+                if reason_of_slice(s.name, "c" if "c" in s.categories else "") is not None]
     blocked = sum(s.value[1] for s in p.sample)
     assert blocked == sum(selfs[id(s)] for s in blocking)
     sleeps = [s for s in blocking if s.name == "time.sleep"]

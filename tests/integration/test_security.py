@@ -33,7 +33,7 @@ import pytest
 import exectrace
 from exectrace import dumpstore
 from exectrace.settings import SETTINGS
-from hostile import make_trace
+from hostile import make_trace, read_varint
 
 POSIX = os.name == "posix"
 OWNED = re.compile(r"^executiontrace\.\d{4}-\d\d-\d\dT\d\d_\d\d_\d\d\.\d{3}\.\d+\.out$")
@@ -147,36 +147,25 @@ def inflate_all(data: bytes) -> bytes:
     out = bytearray(data)
     pos = 0
     while pos < len(data):
-        key, pos = _varint(data, pos)
-        size, pos = _varint(data, pos)
+        key, pos = read_varint(data, pos)
+        size, pos = read_varint(data, pos)
         packet = data[pos:pos + size]
         pos += size
         p = 0
         while p < len(packet):
-            k, p = _varint(packet, p)
+            k, p = read_varint(packet, p)
             if k & 7 == 0:
-                _, p = _varint(packet, p)
+                _, p = read_varint(packet, p)
             elif k & 7 == 1:
                 p += 8
             elif k & 7 == 5:
                 p += 4
             else:
-                n, p = _varint(packet, p)
+                n, p = read_varint(packet, p)
                 if k >> 3 == 50:
                     out += zlib.decompress(packet[p:p + n])
                 p += n
     return bytes(out)
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
 
 
 @pytest.mark.parametrize("compress", ["1", "0"])

@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hostile import exercise, ld, make_trace, packet, packet_ends, tag, varint, vi
+from hostile import exercise, ld, make_trace, packet, packet_ends, read_varint, tag, varint, vi
 
 #: FUZZ_SCALE=20 runs 20 times the examples (a longer hunt than CI's).
 SCALE = max(1, int(os.environ.get("FUZZ_SCALE", "1")))
@@ -247,16 +247,16 @@ def _append_to_track_event(pkt: bytes, extra: bytes) -> bytes:
     out, pos = bytearray(), 0
     while pos < len(body):
         start = pos
-        key, pos = _varint_at(body, pos)
+        key, pos = read_varint(body, pos)
         wire = key & 7
         if wire == 0:
-            _, pos = _varint_at(body, pos)
+            _, pos = read_varint(body, pos)
         elif wire == 1:
             pos += 8
         elif wire == 5:
             pos += 4
         else:
-            size, pos = _varint_at(body, pos)
+            size, pos = read_varint(body, pos)
             if key >> 3 == 11:
                 out += ld(11, body[pos:pos + size] + extra)
                 pos += size
@@ -267,20 +267,10 @@ def _append_to_track_event(pkt: bytes, extra: bytes) -> bytes:
 
 
 def _strip_ld(field: bytes) -> bytes:
-    _, pos = _varint_at(field, 0)
-    size, pos = _varint_at(field, pos)
+    _, pos = read_varint(field, 0)
+    size, pos = read_varint(field, pos)
     return field[pos:pos + size]
 
-
-def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
 
 
 def test_metadata_values_of_every_type_downstream(real, tmp_path):

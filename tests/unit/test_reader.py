@@ -30,6 +30,7 @@ import exectrace
 from exectrace import _tracecore
 from exectrace.errors import ExectraceError
 from exectrace.reader import Trace
+from hostile import ld, packet, read_varint, tag, varint, vi
 from perfetto_check import check_trace
 
 FUZZ = settings(
@@ -43,33 +44,6 @@ QUICK_S = 2.0
 BIG_ROUNDS = 1000
 
 # ------------------------------------------------------------- wire helpers
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def tag(number: int, wire: int) -> bytes:
-    return varint(number << 3 | wire)
-
-
-def ld(number: int, payload: bytes) -> bytes:
-    """A length-delimited field."""
-    return tag(number, 2) + varint(len(payload)) + payload
-
-
-def vi(number: int, value: int) -> bytes:
-    """A varint field."""
-    return tag(number, 0) + varint(value)
-
-
-def packet(*fields: bytes) -> bytes:
-    return ld(1, b"".join(fields))
 
 
 def compressed(inner: bytes) -> bytes:
@@ -89,17 +63,6 @@ def packet_spans(data: bytes) -> list[tuple[int, int]]:
         spans.append((start, pos))
     assert pos == len(data)
     return spans
-
-
-def read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
 
 
 # --------------------------------------------------------- the real traces
