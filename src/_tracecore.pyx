@@ -49,6 +49,8 @@ cdef extern from "pbwire.h":
         size_t cap
     int pb_reserve(pb_buf* b, size_t extra) nogil
     void pb_free(pb_buf* b) nogil
+    void* pb_alloc(size_t n) nogil
+    void pb_dealloc(void* p, size_t n) nogil
     size_t pb_varint_size(uint64_t v) nogil
     void pb_varint(pb_buf* b, uint64_t v) nogil
     void pb_field_varint(pb_buf* b, uint32_t field, uint64_t v) nogil
@@ -1022,6 +1024,7 @@ cdef class Capture:
         cdef FuncBytes* fb = NULL
         cdef bytes tail, blob
         cdef uint64_t kept, first, j, pos, largest = 0
+        cdef size_t order_bytes = 0, scratch_bytes = 0
         cdef uint32_t t
         cdef int rc = 0
         cdef list blob_objects = []
@@ -1112,7 +1115,8 @@ cdef class Capture:
             # --- group the ring's records by thread, oldest first
             kept = c.written if c.written < c.capacity else c.capacity
             first = 0 if c.written <= c.capacity else c.pos
-            order = <uint32_t*>malloc((kept + 1) * sizeof(uint32_t))
+            order_bytes = (kept + 1) * sizeof(uint32_t)
+            order = <uint32_t*>pb_alloc(order_bytes)
             offsets = <uint64_t*>calloc(c.n_threads + 1, sizeof(uint64_t))
             if order == NULL or offsets == NULL:
                 raise MemoryError
@@ -1133,10 +1137,11 @@ cdef class Capture:
                     order[offsets[t]] = <uint32_t>pos
                     offsets[t] += 1
             # offsets[t] is now the end of thread t's run; its start is offsets[t-1]
-            w.parent = <int32_t*>malloc((largest + 1) * sizeof(int32_t))
-            w.size = <int32_t*>malloc((largest + 1) * sizeof(int32_t))
-            w.pending = <int32_t*>malloc((largest + 1) * sizeof(int32_t))
-            w.pre = <Begin*>malloc((largest + 1) * sizeof(Begin))
+            scratch_bytes = (largest + 1) * sizeof(int32_t)
+            w.parent = <int32_t*>pb_alloc(scratch_bytes)
+            w.size = <int32_t*>pb_alloc(scratch_bytes)
+            w.pending = <int32_t*>pb_alloc(scratch_bytes)
+            w.pre = <Begin*>pb_alloc((largest + 1) * sizeof(Begin))
             w.defined = <uint8_t*>malloc(c.n_funcs + 1)
             if not (w.parent and w.size and w.pending and w.pre and w.defined):
                 raise MemoryError
@@ -1165,13 +1170,13 @@ cdef class Capture:
         finally:
             pb_free(&o.chunk)
             pb_free(&o.out)
-            free(order)
+            pb_dealloc(order, order_bytes)
             free(offsets)
             free(fb)
-            free(w.parent)
-            free(w.size)
-            free(w.pending)
-            free(w.pre)
+            pb_dealloc(w.parent, scratch_bytes)
+            pb_dealloc(w.size, scratch_bytes)
+            pb_dealloc(w.pending, scratch_bytes)
+            pb_dealloc(w.pre, (largest + 1) * sizeof(Begin))
             free(w.defined)
 
 

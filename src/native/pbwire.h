@@ -7,6 +7,36 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+/* Allocations of a MiB or more (the writer's per-window buffers) are mapped
+ * directly, not malloc'ed: glibc raises its mmap threshold to the size of
+ * every mmapped block freed, so after one window it would serve the next
+ * window's buffers from its heap, and keep those pages (the RSS of a process
+ * between windows wandered by ~10 MiB in bench/soak.py). */
+#define PB_BIG (1u << 20)
+
+static void *pb_alloc(size_t n)
+{
+    if (n < PB_BIG) {
+        return malloc(n);
+    }
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* n: the size given to pb_alloc */
+static void pb_dealloc(void *p, size_t n)
+{
+    if (p == NULL) {
+        return;
+    }
+    if (n < PB_BIG) {
+        free(p);
+    } else {
+        munmap(p, n);
+    }
+}
 
 typedef struct {
     uint8_t *data;
@@ -24,7 +54,18 @@ static inline int pb_reserve(pb_buf *b, size_t extra)
     while (cap < b->len + extra) {
         cap *= 2;
     }
-    uint8_t *data = (uint8_t *)realloc(b->data, cap);
+    uint8_t *data;
+    if (cap < PB_BIG) {
+        data = (uint8_t *)realloc(b->data, cap);
+    } else {
+        data = (uint8_t *)pb_alloc(cap);
+        if (data != NULL && b->len) {
+            memcpy(data, b->data, b->len);
+        }
+        if (data != NULL) {
+            pb_dealloc(b->data, b->cap);
+        }
+    }
     if (data == NULL) {
         return -1;
     }
@@ -35,7 +76,7 @@ static inline int pb_reserve(pb_buf *b, size_t extra)
 
 static inline void pb_free(pb_buf *b)
 {
-    free(b->data);
+    pb_dealloc(b->data, b->cap);
     b->data = NULL;
     b->len = b->cap = 0;
 }
