@@ -32,6 +32,8 @@ cdef extern from "Python.h":
         const char* ml_name
     ctypedef struct PyCodeObject:
         pass
+    ctypedef struct PyCFunctionObject:
+        PyMethodDef* m_ml
 
 cdef extern from "clock.h":
     ctypedef struct et_clock_pair:
@@ -131,6 +133,7 @@ cdef extern from "recorder.h":
         uint32_t n_funcs
         et_gc_record* gc
         uint32_t n_gc
+        uint32_t gc_cap
         uint64_t gc_lost
         uint64_t dropped_calls
         PyObject** tasks
@@ -151,6 +154,8 @@ cdef extern from "recorder.h":
         PyObject* threading_active
     _R R
     void et_capture_free(et_capture* c)
+    et_capture* et_capture_new(uint64_t capacity)
+    et_thread* et_thread_new(et_capture* c, uint64_t ident, uint64_t native_id)
     int et_begin(uint64_t capacity, int use_ticks, int c_calls, int64_t min_duration_ns,
                  uint32_t max_depth, object include_prefixes, object exclude_prefixes) except -1
     int et_seed_frame(uint64_t ident, uint64_t native_id, object code, object pythread) except -1
@@ -1858,3 +1863,67 @@ def decode(data, bint metadata_only=False):
     decoder.metadata_only = metadata_only
     decoder.decode(memoryview(data).cast("B") if not isinstance(data, bytes) else data)
     return decoder
+
+
+def _capture_for_tests(*, list threads, list functions, list records, list gc=None,
+                       int64_t start_ns, int64_t stop_ns, int64_t start_realtime_ns,
+                       int64_t stop_realtime_ns,
+                       uint64_t capacity=0):
+    """Tests only: a Capture made from given records instead of a recording.
+    threads: [(ident, native_id)]; functions: [(kind, object)]: "py" and a
+    code object, "c" and a builtin function, or "region" and a str;
+    records: [(start_ns, end_ns, function, thread, depth, flags)] written into
+    the ring in this order (a ring of `capacity` records keeps the last
+    ones); gc: [(start_ns, end_ns, thread, generation, collected,
+    uncollectable)].  Clock: nanoseconds, no ticks."""
+    cdef uint64_t cap = capacity or max(16, len(records))
+    cdef et_capture* c = et_capture_new(cap)
+    if c == NULL:
+        raise MemoryError
+    cdef Capture capture = Capture.__new__(Capture)
+    capture.c = c
+    c.use_ticks = 0
+    c.start_clock.ticks = c.start_clock.mono_ns = start_ns
+    c.stop_clock.ticks = c.stop_clock.mono_ns = stop_ns
+    c.start_realtime_ns = start_realtime_ns
+    c.stop_realtime_ns = stop_realtime_ns
+    for ident, native_id in threads:
+        if et_thread_new(c, ident, native_id) == NULL:
+            raise MemoryError
+    if len(functions) > 512:
+        raise ValueError("at most 512 functions")
+    kinds = {"py": ET_FUNC_PY, "c": ET_FUNC_C, "region": ET_FUNC_REGION}
+    for kind, obj in functions:
+        if kind == "c" and type(obj) is not type(len):
+            raise TypeError("a C function must be a builtin function")
+        Py_INCREF(obj)
+        c.funcs[c.n_funcs].key = (<void*>(<PyCFunctionObject*>obj).m_ml if kind == "c"
+                                  else <void*>obj)
+        c.funcs[c.n_funcs].obj = <PyObject*>obj
+        c.funcs[c.n_funcs].kind = kinds[kind]
+        c.funcs[c.n_funcs].excluded = 0
+        c.n_funcs += 1
+    cdef uint64_t i = 0
+    for start, end, func, thread, depth, flags in records:
+        if not (0 <= func < c.n_funcs and 0 <= thread < c.n_threads):
+            raise ValueError("a record names a function or thread not given")
+        c.ring[i % cap].start = start
+        c.ring[i % cap].end = end
+        c.ring[i % cap].func = func
+        c.ring[i % cap].thread = thread
+        c.ring[i % cap].depth = depth
+        c.ring[i % cap].flags = flags
+        i += 1
+    c.written = i
+    c.pos = i % cap
+    if len(gc or ()) > c.gc_cap:
+        raise ValueError("too many collections")
+    for start, end, thread, generation, collected, uncollectable in gc or ():
+        c.gc[c.n_gc].start = start
+        c.gc[c.n_gc].end = end
+        c.gc[c.n_gc].thread = thread
+        c.gc[c.n_gc].generation = generation
+        c.gc[c.n_gc].collected = collected
+        c.gc[c.n_gc].uncollectable = uncollectable
+        c.n_gc += 1
+    return capture
