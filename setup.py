@@ -1,8 +1,10 @@
 """Build script for the native part of exectrace.
 
 Everything declarative lives in pyproject.toml; this file only describes the
-Cython extension ``exectrace._tracecore`` (src/_tracecore.pyx over the C hot
-path in src/native/).
+Cython extension ``exectrace._tracecore``: src/_tracecore.pyx, which includes
+the parts in src/core/ (recorder binding, writer, reader: one extension, one C
+file), over the C hot path in src/native/ (each header with the .pxd that
+declares it to Cython).
 """
 
 import os
@@ -27,7 +29,6 @@ class build_py_with_pth(build_py):
     def get_outputs(self, include_bytecode=True):
         return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, AUTOSTART_PTH)]
 
-define_macros = []
 extra_compile_args = []
 if sys.platform != "win32":
     extra_compile_args += ["-O3", "-fno-strict-aliasing", "-Wno-unused-function"]
@@ -38,9 +39,9 @@ extension = Extension(
     "exectrace._tracecore",
     sources=["src/_tracecore.pyx"],
     include_dirs=["src/native"],
-    depends=[os.path.join("src/native", name) for name in sorted(os.listdir("src/native"))],
+    depends=[os.path.join(directory, name) for directory in ("src/native", "src/core")
+             for name in sorted(os.listdir(directory))],
     libraries=["z"],
-    define_macros=define_macros,
     extra_compile_args=extra_compile_args,
 )
 
@@ -48,6 +49,7 @@ setup(
     cmdclass={"build_py": build_py_with_pth},
     ext_modules=cythonize(
         [extension],
+        include_path=["src/native"],
         language_level=3,
         compiler_directives={
             "boundscheck": False,

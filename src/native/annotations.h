@@ -440,25 +440,36 @@ static int et_set_type_function(PyTypeObject *type, const char *name, PyMethodDe
     return rc;
 }
 
-/* Readies the types and idle objects; returns (region, task, log) or NULL. */
-static PyObject *et_annotation_functions(void)
+/* What the annotations give the exectrace package (new references). */
+typedef struct {
+    PyObject *region; /* region(name) */
+    PyObject *task;   /* task(name) */
+    PyObject *log;    /* log(category, message) */
+    PyObject *region_type;
+    PyObject *task_type;
+} et_annotation_api;
+
+/* Readies the types and idle objects and fills `api`; returns -1 with an
+ * exception set on failure. */
+static int et_annotation_api_get(et_annotation_api *api)
 {
+    memset(api, 0, sizeof(*api));
     if (PyType_Ready(&et_region_type) < 0 || PyType_Ready(&et_task_type) < 0 ||
         PyType_Ready(&et_idle_region_type) < 0 || PyType_Ready(&et_idle_task_type) < 0) {
-        return NULL;
+        return -1;
     }
     if (et_task_var == NULL) {
         if (et_set_type_function(&et_idle_region_type, "__enter__", &et_annotation_defs[12]) < 0 ||
             et_set_type_function(&et_idle_region_type, "__exit__", &et_annotation_defs[14]) < 0 ||
             et_set_type_function(&et_idle_task_type, "__enter__", &et_annotation_defs[13]) < 0 ||
             et_set_type_function(&et_idle_task_type, "__exit__", &et_annotation_defs[14]) < 0) {
-            return NULL;
+            return -1;
         }
         et_task_var = PyContextVar_New("exectrace.task", NULL);
         et_region_idle = (PyObject *)PyObject_New(et_region, &et_idle_region_type);
         et_task_idle = (PyObject *)PyObject_New(et_task, &et_idle_task_type);
         if (et_task_var == NULL || et_region_idle == NULL || et_task_idle == NULL) {
-            return NULL;
+            return -1;
         }
         ((et_region *)et_region_idle)->name = NULL;
         ((et_region *)et_region_idle)->key = NULL;
@@ -471,18 +482,18 @@ static PyObject *et_annotation_functions(void)
         et_hidden_defs_lo = et_annotation_defs;
         et_hidden_defs_hi = et_annotation_defs + ET_ANNOTATION_DEFS;
     }
-    PyObject *region = PyCFunction_New(&et_annotation_defs[0], NULL);
-    PyObject *task = PyCFunction_New(&et_annotation_defs[1], NULL);
-    PyObject *log = PyCFunction_New(&et_annotation_defs[2], NULL);
-    PyObject *result = NULL;
-    if (region && task && log) {
-        result = PyTuple_Pack(5, region, task, log, (PyObject *)&et_region_type,
-                              (PyObject *)&et_task_type);
+    api->region = PyCFunction_New(&et_annotation_defs[0], NULL);
+    api->task = PyCFunction_New(&et_annotation_defs[1], NULL);
+    api->log = PyCFunction_New(&et_annotation_defs[2], NULL);
+    if (!api->region || !api->task || !api->log) {
+        Py_CLEAR(api->region);
+        Py_CLEAR(api->task);
+        Py_CLEAR(api->log);
+        return -1;
     }
-    Py_XDECREF(region);
-    Py_XDECREF(task);
-    Py_XDECREF(log);
-    return result;
+    api->region_type = Py_NewRef(&et_region_type);
+    api->task_type = Py_NewRef(&et_task_type);
+    return 0;
 }
 
 #endif /* EXECTRACE_ANNOTATIONS_H */

@@ -1,10 +1,12 @@
 /* The recorder: the hot path of exectrace.
  *
- * Everything the interpreter calls while a window is open is in this file.
- * The hooks run with the GIL held, which serialises them: the recorder's state
+ * The hooks the interpreter calls while a window is open are in this file;
+ * the user annotations' functions (annotations.h) and the traced locks
+ * (tracedlock.h) record into the same state.  Everything runs with the GIL
+ * held, which serialises it: the recorder's state
  * is one global struct and needs no locks of its own.  Nothing here creates a
  * Python object, takes a Python-level lock or calls into Python; names are
- * resolved when a window is written (src/_tracecore.pyx).
+ * resolved when a window is written (src/core/writer.pxi).
  *
  * Hooks:
  *   3.12+   sys.monitoring callbacks (tool id chosen by the Cython layer):
@@ -897,6 +899,20 @@ static inline void et_on_c_return(PyMethodDef *ml, int64_t now)
 
 /* ------------------------------------------------ the hook, 3.12 and on */
 
+/* The sys.monitoring callbacks by role: which events each is registered for
+ * is the Cython layer's choice (src/core/recorder.pxi). */
+typedef enum {
+    ET_MONITOR_PY_START,   /* PY_START, PY_RESUME */
+    ET_MONITOR_PY_THROW,   /* PY_THROW */
+    ET_MONITOR_PY_RETURN,  /* PY_RETURN, PY_YIELD */
+    ET_MONITOR_PY_UNWIND,  /* PY_UNWIND */
+    ET_MONITOR_CALL,       /* CALL (C functions only) */
+    ET_MONITOR_C_RETURN,   /* C_RETURN, C_RAISE */
+    ET_MONITOR_FLOOR_ANY,  /* the benchmarks' no-op hook: every event but CALL */
+    ET_MONITOR_FLOOR_CALL, /* the no-op hook's CALL: keeps the same sites as ET_MONITOR_CALL */
+    ET_MONITOR_ROLES
+} et_monitor_role;
+
 #if ET_HAS_SYS_MONITORING
 
 #define ET_DISABLE_OR_NONE(cond)         \
@@ -998,29 +1014,29 @@ static PyObject *et_floor_call(PyObject *self, PyObject *const *args, Py_ssize_t
 
 #define ET_FASTCALL(f) ((PyCFunction)(void (*)(void))(f))
 
-/* Callbacks by event role, in the order of et_callback_names below. */
-static PyMethodDef et_monitor_defs[] = {
-    {"exectrace_py_start", ET_FASTCALL(et_mon_py_start), METH_FASTCALL, NULL},
-    {"exectrace_py_throw", ET_FASTCALL(et_mon_py_throw), METH_FASTCALL, NULL},
-    {"exectrace_py_return", ET_FASTCALL(et_mon_py_return), METH_FASTCALL, NULL},
-    {"exectrace_py_unwind", ET_FASTCALL(et_mon_py_unwind), METH_FASTCALL, NULL},
-    {"exectrace_call", ET_FASTCALL(et_mon_call), METH_FASTCALL, NULL},
-    {"exectrace_c_return", ET_FASTCALL(et_mon_c_return), METH_FASTCALL, NULL},
-    {"exectrace_floor_any", ET_FASTCALL(et_floor_any), METH_FASTCALL, NULL},
-    {"exectrace_floor_call", ET_FASTCALL(et_floor_call), METH_FASTCALL, NULL},
+static PyMethodDef et_monitor_defs[ET_MONITOR_ROLES] = {
+    [ET_MONITOR_PY_START] = {"exectrace_py_start", ET_FASTCALL(et_mon_py_start), METH_FASTCALL, NULL},
+    [ET_MONITOR_PY_THROW] = {"exectrace_py_throw", ET_FASTCALL(et_mon_py_throw), METH_FASTCALL, NULL},
+    [ET_MONITOR_PY_RETURN] = {"exectrace_py_return", ET_FASTCALL(et_mon_py_return), METH_FASTCALL, NULL},
+    [ET_MONITOR_PY_UNWIND] = {"exectrace_py_unwind", ET_FASTCALL(et_mon_py_unwind), METH_FASTCALL, NULL},
+    [ET_MONITOR_CALL] = {"exectrace_call", ET_FASTCALL(et_mon_call), METH_FASTCALL, NULL},
+    [ET_MONITOR_C_RETURN] = {"exectrace_c_return", ET_FASTCALL(et_mon_c_return), METH_FASTCALL, NULL},
+    [ET_MONITOR_FLOOR_ANY] = {"exectrace_floor_any", ET_FASTCALL(et_floor_any), METH_FASTCALL, NULL},
+    [ET_MONITOR_FLOOR_CALL] = {"exectrace_floor_call", ET_FASTCALL(et_floor_call), METH_FASTCALL, NULL},
 };
 
-static PyObject *et_monitor_callback(int index)
+/* A new reference to the callback of `role` (an et_monitor_role). */
+static PyObject *et_monitor_callback(int role)
 {
-    if (index < 0 || index >= (int)(sizeof(et_monitor_defs) / sizeof(et_monitor_defs[0]))) {
-        PyErr_SetString(PyExc_IndexError, "no such callback");
+    if (role < 0 || role >= ET_MONITOR_ROLES) {
+        PyErr_SetString(PyExc_ValueError, "no such sys.monitoring callback role");
         return NULL;
     }
-    return PyCFunction_New(&et_monitor_defs[index], NULL);
+    return PyCFunction_New(&et_monitor_defs[role], NULL);
 }
 
 #else
-static PyObject *et_monitor_callback(int index)
+static PyObject *et_monitor_callback(int role)
 {
     PyErr_SetString(PyExc_RuntimeError, "sys.monitoring needs Python 3.12");
     return NULL;
@@ -1236,14 +1252,15 @@ static PyObject *et_gc_callback(PyObject *self, PyObject *const *args, Py_ssize_
 static PyMethodDef et_gc_def = {
     "exectrace_gc_callback", (PyCFunction)(void (*)(void))et_gc_callback, METH_FASTCALL, NULL};
 
-/* 0: the gc callback; 1: the thread bootstrap; 2: the thread bootstrap of
- * the benchmarks' no-op floor hook (told apart by a non-NULL self). */
-static PyObject *et_make_function(int which)
+/* The gc.callbacks entry that records collections. */
+static PyObject *et_gc_callback_function(void) { return PyCFunction_New(&et_gc_def, NULL); }
+
+/* The threading.setprofile callback that hooks new threads (<= 3.11): the
+ * recorder's, or with `floor` the benchmarks' no-op hook's (told apart by a
+ * non-NULL self). */
+static PyObject *et_thread_bootstrap_function(int floor)
 {
-    if (which == 0) {
-        return PyCFunction_New(&et_gc_def, NULL);
-    }
-    return PyCFunction_New(&et_bootstrap_def, which == 2 ? Py_True : NULL);
+    return PyCFunction_New(&et_bootstrap_def, floor ? Py_True : NULL);
 }
 
 /* ------------------------------------------------- start, stop, seeding */

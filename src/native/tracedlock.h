@@ -17,7 +17,8 @@
  *
  * Between windows the only extra work is reading R.active: no clock read.
  *
- * Included by src/_tracecore.pyx after recorder.h, in the same translation
+ * Included by src/native/tracedlock.pxd (cimported by src/core/recorder.pxi)
+ * after recorder.h, in the same translation
  * unit (R, et_now, et_on_c_call, et_on_c_return, et_current_thread).
  */
 #ifndef EXECTRACE_TRACEDLOCK_H
@@ -592,16 +593,25 @@ static PyTypeObject etl_RLockType = {
 };
 
 /* (Lock, RLock), the types readied once. */
-static PyObject *et_lock_types(void)
+/* The lock types, readied (new references). */
+typedef struct {
+    PyObject *lock_type;  /* exectrace.Lock */
+    PyObject *rlock_type; /* exectrace.RLock */
+} et_lock_api;
+
+/* Fills `api`; returns -1 with an exception set on failure. */
+static int et_lock_api_get(et_lock_api *api)
 {
     static int ready = 0;
     if (!ready) {
         if (PyType_Ready(&etl_LockType) < 0 || PyType_Ready(&etl_RLockType) < 0) {
-            return NULL;
+            return -1;
         }
         ready = 1;
     }
-    return PyTuple_Pack(2, (PyObject *)&etl_LockType, (PyObject *)&etl_RLockType);
+    api->lock_type = Py_NewRef(&etl_LockType);
+    api->rlock_type = Py_NewRef(&etl_RLockType);
+    return 0;
 }
 
 #endif /* EXECTRACE_TRACEDLOCK_H */

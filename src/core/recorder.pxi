@@ -1,0 +1,295 @@
+# The recorder binding: the hooks, start/stop, the user annotations and the
+# traced locks, over src/native/recorder.h (the hot path), annotations.h and
+# tracedlock.h.  Included by src/_tracecore.pyx.
+
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+from annotations cimport et_annotation_api, et_annotation_api_get
+from clock cimport ET_HAVE_TICKS
+from recorder cimport *
+from tracedlock cimport et_lock_api, et_lock_api_get
+
+import gc as _gc
+import sys as _sys
+import threading as _threading
+
+from exectrace.errors import ExectraceError
+
+if et_init_strings() < 0:
+    raise MemoryError
+cdef object _threading_active = getattr(_threading, "_active", None)
+if isinstance(_threading_active, dict):
+    Py_INCREF(_threading_active)
+    R.threading_active = <PyObject*>_threading_active
+
+HAS_TICKS = bool(ET_HAVE_TICKS)
+HAS_SYS_MONITORING = bool(ET_HAS_SYS_MONITORING)
+
+# User annotations (src/native/annotations.h): one flag check when no window is open.
+cdef et_annotation_api _annotations
+et_annotation_api_get(&_annotations)
+region = <object>_annotations.region
+task = <object>_annotations.task
+log = <object>_annotations.log
+Region = <object>_annotations.region_type
+Task = <object>_annotations.task_type
+
+# Traced locks (src/native/tracedlock.h)
+cdef et_lock_api _locks
+et_lock_api_get(&_locks)
+Lock = <object>_locks.lock_type
+RLock = <object>_locks.rlock_type
+
+# ------------------------------------------------------------------ hooks
+
+cdef object _gc_callback = et_gc_callback_function()
+cdef object _monitor_tool = None     # tool id in use, 3.12+
+cdef object _saved_thread_hook = None
+cdef bint _hooks_installed = False
+cdef bint _floor_installed = False
+
+# sys.monitoring: the events each callback role is registered for; the C
+# function events only when C calls are recorded.
+cdef tuple _MONITOR_PY_EVENTS = (
+    (ET_MONITOR_PY_START, ("PY_START", "PY_RESUME")),
+    (ET_MONITOR_PY_THROW, ("PY_THROW",)),
+    (ET_MONITOR_PY_RETURN, ("PY_RETURN", "PY_YIELD")),
+    (ET_MONITOR_PY_UNWIND, ("PY_UNWIND",)),
+)
+cdef tuple _MONITOR_C_EVENTS = (
+    (ET_MONITOR_CALL, ("CALL",)),
+    (ET_MONITOR_C_RETURN, ("C_RETURN", "C_RAISE")),
+)
+
+
+cdef object _threading_profile_hook():
+    get = getattr(_threading, "getprofile", None)
+    return get() if get is not None else getattr(_threading, "_profile_hook", None)
+
+
+cdef _install_monitoring(int tool_id, bint c_calls, bint floor):
+    global _monitor_tool
+    mon = _sys.monitoring
+    current = mon.get_tool(tool_id)
+    if current is not None:
+        raise ExectraceError(
+            f"sys.monitoring tool id {tool_id} is held by {current!r}; "
+            "exectrace cannot record while another tool uses it"
+        )
+    mon.use_tool_id(tool_id, "exectrace")
+    _monitor_tool = tool_id
+    if R.disable == NULL:
+        disable = mon.DISABLE
+        Py_INCREF(disable)
+        R.disable = <PyObject*>disable
+    events = mon.events
+    mask = 0
+    cdef et_monitor_role role
+    for role, names in _MONITOR_PY_EVENTS + (_MONITOR_C_EVENTS if c_calls else ()):
+        if floor:
+            role = ET_MONITOR_FLOOR_CALL if role == ET_MONITOR_CALL else ET_MONITOR_FLOOR_ANY
+        callback = et_monitor_callback(role)
+        for name in names:
+            event = getattr(events, name)
+            mon.register_callback(tool_id, event, callback)
+            mask |= event
+    # Call sites disabled in an earlier window (DISABLE lasts until this).
+    mon.restart_events()
+    mon.set_events(tool_id, mask)
+
+
+cdef _remove_monitoring():
+    global _monitor_tool
+    if _monitor_tool is None:
+        return
+    mon = _sys.monitoring
+    tool_id = _monitor_tool
+    _monitor_tool = None
+    mon.set_events(tool_id, 0)
+    for event in (
+        "PY_START", "PY_RESUME", "PY_THROW", "PY_RETURN", "PY_YIELD", "PY_UNWIND",
+        "CALL", "C_RETURN", "C_RAISE",
+    ):
+        mon.register_callback(tool_id, getattr(mon.events, event), None)
+    mon.free_tool_id(tool_id)
+
+
+cdef _install_profile(bint floor):
+    """<= 3.11: the C profile function on every thread, and on new threads."""
+    global _saved_thread_hook
+    cdef Py_tracefunc func = et_profile_func(floor)
+    cdef unsigned long other = et_foreign_profiler_thread(et_profile_func(0), et_profile_func(1))
+    if other:
+        raise ExectraceError(
+            f"another profiler (sys.setprofile) is active on thread {other}; on Python "
+            f"{_sys.version_info[0]}.{_sys.version_info[1]} exectrace cannot share the hook"
+        )
+    _saved_thread_hook = _threading_profile_hook()
+    et_set_profile_all(func, NULL)
+    _threading.setprofile(et_thread_bootstrap_function(floor))
+
+
+cdef _remove_profile(bint floor):
+    global _saved_thread_hook
+    et_set_profile_all(NULL, et_profile_func(floor))
+    _threading.setprofile(_saved_thread_hook)
+    _saved_thread_hook = None
+
+
+cdef _install_hooks(int tool_id, bint c_calls, bint floor):
+    if HAS_SYS_MONITORING:
+        _install_monitoring(tool_id, c_calls, floor)
+    else:
+        _install_profile(floor)
+
+
+cdef _remove_hooks(bint floor):
+    if HAS_SYS_MONITORING:
+        _remove_monitoring()
+    else:
+        _remove_profile(floor)
+
+
+cdef dict _seed_current_frames():
+    """Threads' call stacks at start, outermost first:
+    {ident: (native_id, Thread or None, [code, ...])}."""
+    threads = {t.ident: t for t in _threading.enumerate()}
+    seeds = {}
+    for ident, frame in _sys._current_frames().items():
+        codes = []
+        while frame is not None:
+            codes.append(frame.f_code)
+            frame = frame.f_back
+        codes.reverse()
+        thread = threads.get(ident)
+        seeds[ident] = (getattr(thread, "native_id", 0) or 0, thread, codes)
+    return seeds
+
+
+def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
+          uint32_t max_depth=0, include_prefixes=(), exclude_prefixes=(), bint use_ticks=True,
+          int tool_id=2, bint seed_stacks=True, asyncio_running_loop=None,
+          asyncio_current_tasks=None, asyncio_create_task_code=None):
+    """Opens a window.
+
+    buffer_size: bytes for the ring of records (32 bytes each).
+    include_prefixes/exclude_prefixes: file-path prefixes (bytes) of Python code to trace/skip.
+    use_ticks: read the CPU's tick counter (the caller checked it is safe).
+    tool_id: the sys.monitoring tool id to take (3.12+).
+    seed_stacks: start with the call stacks threads already have.
+    asyncio_running_loop, asyncio_current_tasks: _asyncio._get_running_loop and
+    _asyncio._current_tasks, to attribute coroutine steps to their tasks;
+    asyncio_create_task_code: the code object of BaseEventLoop.create_task,
+    whose return values are new tasks.
+    """
+    global _hooks_installed
+    if _hooks_installed or _floor_installed or R.cap != NULL:
+        raise ExectraceError("a trace window is already open in this process")
+    cdef uint64_t capacity = buffer_size // sizeof(et_record)
+    if capacity < 16:
+        raise ValueError("buffer_size is too small")
+    et_begin(capacity, use_ticks, c_calls, min_duration_ns, max_depth,
+             tuple(include_prefixes), tuple(exclude_prefixes))
+    try:
+        et_set_asyncio(asyncio_running_loop, asyncio_current_tasks, asyncio_create_task_code)
+        if seed_stacks:
+            for ident, (native_id, thread, codes) in _seed_current_frames().items():
+                for code in codes:
+                    et_seed_frame(ident, native_id, code, thread)
+        _install_hooks(tool_id, c_calls, False)
+        _hooks_installed = True
+        _gc.callbacks.append(_gc_callback)
+    except BaseException:
+        _hooks_installed = False
+        et_capture_free(et_end())
+        raise
+    et_activate()
+
+
+cdef _uninstall():
+    """Removes the recording hooks and the GC callback, if installed."""
+    global _hooks_installed
+    if _hooks_installed:
+        _hooks_installed = False
+        try:
+            _gc.callbacks.remove(_gc_callback)
+        except ValueError:
+            pass
+        _remove_hooks(False)
+
+
+def stop():
+    """Closes the window; returns its Capture, or None when none was open."""
+    cdef et_capture* c = et_end()
+    _uninstall()
+    if c == NULL:
+        return None
+    cdef Capture capture = Capture.__new__(Capture)
+    capture.c = c
+    return capture
+
+
+def is_active():
+    return bool(R.active)
+
+
+def stats():
+    """Counters of the window in progress (an empty dict when none is)."""
+    cdef et_capture* c = R.cap
+    if c == NULL:
+        return {}
+    return _capture_stats(c)
+
+
+cdef dict _capture_stats(et_capture* c):
+    lost = c.written - c.capacity if c.written > c.capacity else 0
+    return {
+        "records_written": c.written,
+        "records_lost": lost,
+        "records_kept": c.written - lost,
+        "capacity": c.capacity,
+        "buffer_bytes": c.capacity * sizeof(et_record),
+        "threads": c.n_threads,
+        "functions": c.n_funcs,
+        "gc_collections": c.n_gc,
+        "gc_lost": c.gc_lost,
+        "dropped_calls": c.dropped_calls,
+        "asyncio_tasks": c.n_tasks,
+        "annotations": c.n_events,
+        "annotations_lost": c.events_lost,
+    }
+
+
+def after_fork_child():
+    """In a forked child: drop the parent's window and hooks without writing."""
+    et_after_fork_child()
+    _uninstall()
+
+
+def ignore_thread(uint64_t ident, bint ignored=True):
+    """Never record the thread `ident` (threading.get_ident()), or record it again.
+    For exectrace's own background threads; at most 8."""
+    et_ignore_thread(ident, ignored)
+
+
+def floor_start(bint c_calls=True, int tool_id=2):
+    """Benchmarks only: install a hook on the same events that does nothing."""
+    global _floor_installed
+    if _hooks_installed or _floor_installed:
+        raise ExectraceError("a hook is already installed")
+    if HAS_SYS_MONITORING:
+        if R.disable == NULL:
+            disable = _sys.monitoring.DISABLE
+            Py_INCREF(disable)
+            R.disable = <PyObject*>disable
+    _install_hooks(tool_id, c_calls, True)
+    _floor_installed = True
+
+
+def floor_stop():
+    global _floor_installed
+    if _floor_installed:
+        _floor_installed = False
+        _remove_hooks(True)

@@ -1,0 +1,903 @@
+# The writer: a closed window (Capture) and its encoding as Perfetto TrackEvent
+# protobuf (the schema: src/native/perfetto_schema.h).  Included by
+# src/_tracecore.pyx.
+
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_INCREF
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy, memmove, memset
+
+from pbwire cimport *
+from perfetto_schema cimport *
+from recorder cimport *
+
+cdef extern from "Python.h":
+    object PyMemoryView_FromMemory(char* mem, Py_ssize_t size, int flags)
+    int PyBUF_READ
+    ctypedef struct PyMethodDef:
+        const char* ml_name
+    ctypedef struct PyCFunctionObject:
+        PyMethodDef* m_ml
+
+cdef extern from "zlib.h":
+    ctypedef unsigned long uLong
+    ctypedef unsigned long uLongf
+    ctypedef unsigned char Bytef
+    uLong compressBound(uLong sourceLen) nogil
+    int compress2(Bytef* dest, uLongf* destLen, const Bytef* source, uLong sourceLen,
+                  int level) nogil
+    int Z_OK
+
+
+
+# ----------------------------------------------------------------- writer
+#
+# A window becomes one Perfetto trace (protos/perfetto/trace/trace.proto):
+#
+#   sequence 1     clock snapshot (MONOTONIC, REALTIME), track descriptors
+#                  (process, GC, exectrace, one per thread), the window slice
+#                  carrying the metadata, GC slices (absolute MONOTONIC ns)
+#   sequence 2+i   thread i's calls as SLICE_BEGIN/SLICE_END, timestamps as
+#                  deltas on a sequence-scoped incremental clock (id 64),
+#                  names and source locations interned on first use
+#
+# Records arrive in the order calls returned (children before parents); per
+# thread they are rebuilt into a tree and walked in order to produce begin
+# and end events with non-decreasing timestamps.
+
+cdef enum:
+    # TracePacket
+    F_PACKET = 1
+    F_CLOCK_SNAPSHOT = 6
+    F_TIMESTAMP = 8
+    F_SEQUENCE_ID = 10
+    F_TRACK_EVENT = 11
+    F_INTERNED_DATA = 12
+    F_SEQUENCE_FLAGS = 13
+    F_COMPRESSED_PACKETS = 50
+    F_TIMESTAMP_CLOCK_ID = 58
+    F_PACKET_DEFAULTS = 59
+    F_TRACK_DESCRIPTOR = 60
+    # TrackEvent
+    F_TE_CATEGORY_IIDS = 3
+    F_TE_DEBUG_ANNOTATIONS = 4
+    F_TE_TYPE = 9
+    F_TE_NAME_IID = 10
+    F_TE_TRACK_UUID = 11
+    F_TE_NAME = 23
+    F_TE_SOURCE_LOCATION_IID = 34
+    # values
+    TYPE_SLICE_BEGIN = 1
+    TYPE_SLICE_END = 2
+    TYPE_INSTANT = 3
+    SEQ_INCREMENTAL_STATE_CLEARED = 1
+    CLOCK_REALTIME = 1
+    CLOCK_MONOTONIC = 3
+    CLOCK_INCREMENTAL = 64
+    SEQ_GLOBAL = 1
+    SEQ_FIRST_THREAD = 2
+    CATEGORY_C = 1
+    CATEGORY_REGION = 2
+    CATEGORY_FIRST_REASON = 3
+    ANNOTATION_BLOCKING = 1
+    # uncompressed bytes per compressed_packets chunk (Perfetto reads < 512 KiB)
+    CHUNK_BYTES = 256 * 1024
+
+UUID_PROCESS = 0
+UUID_GC = 1
+UUID_META = 2
+UUID_THREAD0 = 16
+
+
+cdef struct Out:
+    pb_buf chunk      # packets not yet flushed
+    pb_buf out        # the file so far
+    int compress      # zlib level, 0: no compression
+    int failed
+    PyObject* compressor  # a Python zlib-format compressor used instead of zlib's compress2
+
+
+cdef int out_append_compressed(Out* o, const uint8_t* data, size_t clen) noexcept nogil:
+    """Appends packet { compressed_packets = data }."""
+    if pb_reserve(&o.out, clen + 32) < 0:
+        return -1
+    pb_varint(&o.out, PB_TAG(F_PACKET, PB_LEN))
+    pb_varint(&o.out, 2 + pb_varint_size(clen) + clen)
+    pb_varint(&o.out, PB_TAG(F_COMPRESSED_PACKETS, PB_LEN))
+    pb_varint(&o.out, clen)
+    memmove(o.out.data + o.out.len, data, clen)
+    o.out.len += clen
+    return 0
+
+
+cdef int out_flush_with(Out* o) noexcept with gil:
+    cdef const uint8_t[::1] view
+    try:
+        compressed = (<object>o.compressor)(
+            PyMemoryView_FromMemory(<char*>o.chunk.data, o.chunk.len, PyBUF_READ))
+        view = compressed
+        if out_append_compressed(o, &view[0], view.shape[0]) < 0:
+            return -1
+    except BaseException:
+        return -1
+    o.chunk.len = 0
+    return 0
+
+
+cdef int out_flush(Out* o) noexcept nogil:
+    """Moves the chunk into the file, zlib-compressed into a compressed_packets packet."""
+    cdef uLongf clen
+    cdef size_t inner, at
+    if o.chunk.len == 0:
+        return 0
+    if o.compress <= 0:
+        if pb_reserve(&o.out, o.chunk.len) < 0:
+            return -1
+        memcpy(o.out.data + o.out.len, o.chunk.data, o.chunk.len)
+        o.out.len += o.chunk.len
+        o.chunk.len = 0
+        return 0
+    if o.compressor != NULL:
+        return out_flush_with(o)
+    clen = compressBound(o.chunk.len)
+    if pb_reserve(&o.out, clen + 32) < 0:
+        return -1
+    # The lengths are known only after compressing: compress past the largest
+    # header, then move the bytes down behind the real one.
+    at = o.out.len + 16
+    if compress2(o.out.data + at, &clen, o.chunk.data, o.chunk.len, o.compress) != Z_OK:
+        return -1
+    if out_append_compressed(o, o.out.data + at, clen) < 0:
+        return -1
+    o.chunk.len = 0
+    return 0
+
+
+cdef inline int out_packet_done(Out* o) noexcept nogil:
+    if o.chunk.len >= CHUNK_BYTES:
+        if out_flush(o) < 0:
+            o.failed = 1
+            return -1
+    return 0
+
+
+cdef inline int put_event(pb_buf* b, uint64_t delta, uint32_t seq, uint32_t type,
+                          const uint8_t* tail, size_t tail_len,
+                          const uint8_t* interned, size_t interned_len) noexcept nogil:
+    """One TrackEvent packet on a thread's sequence (its track is the default).
+    tail: the event's fields after its type (name, categories, source
+    location, arguments), prebuilt per function."""
+    cdef size_t te = 2 + tail_len
+    cdef size_t body = 1 + pb_varint_size(delta) + 1 + pb_varint_size(seq) + 1 + pb_varint_size(te) + te
+    if interned_len:
+        body += 1 + pb_varint_size(interned_len) + interned_len
+    if pb_reserve(b, body + 10) < 0:
+        return -1
+    pb_varint(b, PB_TAG(F_PACKET, PB_LEN))
+    pb_varint(b, body)
+    pb_field_varint(b, F_TIMESTAMP, delta)
+    pb_field_varint(b, F_SEQUENCE_ID, seq)
+    pb_varint(b, PB_TAG(F_TRACK_EVENT, PB_LEN))
+    pb_varint(b, te)
+    pb_field_varint(b, F_TE_TYPE, type)
+    if tail_len:
+        memcpy(b.data + b.len, tail, tail_len)
+        b.len += tail_len
+    if interned_len:
+        pb_field_bytes(b, F_INTERNED_DATA, interned, interned_len)
+    return 0
+
+
+cdef struct Clock:
+    int64_t t0       # ticks at the window's start
+    int64_t ns0      # monotonic ns at the window's start
+    double scale     # ns per tick
+
+
+cdef inline int64_t to_ns(const Clock* k, int64_t ticks) noexcept nogil:
+    return k.ns0 + <int64_t>(<double>(ticks - k.t0) * k.scale)
+
+
+cdef struct Begin:
+    int64_t start
+    uint32_t func
+    uint32_t depth       # ancestors in the rebuilt forest
+
+
+cdef struct ThreadPass:
+    # scratch arrays sized for the largest thread
+    int32_t* parent      # pass 1: parent (index in write order); pass 2: forest depth
+    int32_t* size        # pass 1: subtree size; pass 2: next free pre-order slot from the end
+    int32_t* pending
+    Begin* pre           # the begins in pre-order
+    uint8_t* defined     # per function: name interned on this sequence yet
+
+
+cdef struct FuncBytes:
+    # per function: its begin events' fields after the type, and the
+    # InternedData that defines its name (and source location) on a sequence
+    const uint8_t* tail
+    size_t tail_len
+    const uint8_t* blob
+    size_t blob_len
+
+
+cdef inline int emit(Out* o, const Clock* k, int64_t ticks, int64_t* prev_ns, uint32_t seq,
+                     uint32_t type, uint32_t f, ThreadPass* w,
+                     const FuncBytes* fb) noexcept nogil:
+    cdef int64_t now_ns = to_ns(k, ticks)
+    cdef int rc
+    if now_ns < prev_ns[0]:
+        now_ns = prev_ns[0]
+    if type == TYPE_SLICE_END:
+        rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type, NULL, 0, NULL, 0)
+    elif w.defined[f]:
+        rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type,
+                       fb[f].tail, fb[f].tail_len, NULL, 0)
+    else:
+        w.defined[f] = 1
+        rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type,
+                       fb[f].tail, fb[f].tail_len, fb[f].blob, fb[f].blob_len)
+    prev_ns[0] = now_ns
+    if rc < 0:
+        return -1
+    return out_packet_done(o)
+
+
+cdef int encode_thread(Out* o, const et_capture* c, const Clock* k, const uint32_t* idx,
+                       uint32_t n, uint32_t seq, ThreadPass* w,
+                       const FuncBytes* fb) noexcept nogil:
+    """The events of one thread; idx lists its records in the order they were
+    written, which is the post-order of its call forest (children before
+    parents).  The ends go out in that order; the begins in pre-order, and a
+    begin is preceded by exactly the ends of the nodes before it in pre-order
+    that are not its ancestors.  Every pass reads its arrays in sequence."""
+    cdef const et_record* ring = c.ring
+    cdef const et_record* r
+    cdef const et_record* top
+    cdef int64_t npend = 0, i, j, p, pos, size, roots_end = n, ends = 0
+    cdef int64_t prev_ns = k.ns0
+    # locals, not w's fields: stores through them cannot alias w
+    cdef int32_t* parent = w.parent
+    cdef int32_t* sizes = w.size
+    cdef int32_t* pending = w.pending
+    cdef Begin* pre = w.pre
+    # 1. Parents and subtree sizes: a record adopts the pending records that
+    #    lie inside it (started later, or at the same tick deeper).
+    for i in range(n):
+        r = &ring[idx[i]]
+        size = 1
+        while npend > 0:
+            j = pending[npend - 1]
+            top = &ring[idx[j]]
+            if top.start > r.start or (top.start == r.start and top.depth > r.depth):
+                npend -= 1
+                parent[j] = <int32_t>i
+                size += sizes[j]
+            else:
+                break
+        sizes[i] = <int32_t>size
+        parent[i] = -1
+        pending[npend] = <int32_t>i
+        npend += 1
+    # 2. Pre-order slots, parents before children: a node takes the last
+    #    free slots of its parent's range (children come back to front).
+    for i in range(n - 1, -1, -1):
+        p = parent[i]
+        size = sizes[i]
+        if p < 0:
+            roots_end -= size
+            pos = roots_end
+            parent[i] = 0
+        else:
+            sizes[p] -= <int32_t>size
+            pos = sizes[p]
+            parent[i] = parent[p] + 1
+        r = &ring[idx[i]]
+        pre[pos].start = r.start
+        pre[pos].func = r.func
+        pre[pos].depth = <uint32_t>parent[i]
+        sizes[i] = <int32_t>(pos + size)
+    # 3. Merge begins (pre-order) and ends (write order).
+    for i in range(n):
+        while ends < i - <int64_t>pre[i].depth:
+            if emit(o, k, ring[idx[ends]].end, &prev_ns, seq, TYPE_SLICE_END, 0, w,
+                    fb) < 0:
+                return -1
+            ends += 1
+        if emit(o, k, pre[i].start, &prev_ns, seq, TYPE_SLICE_BEGIN, pre[i].func, w,
+                fb) < 0:
+            return -1
+    while ends < n:
+        if emit(o, k, ring[idx[ends]].end, &prev_ns, seq, TYPE_SLICE_END, 0, w,
+                fb) < 0:
+            return -1
+        ends += 1
+    return 0
+
+
+cdef bytes _utf8(object s):
+    if isinstance(s, bytes):
+        return s
+    # Valid UTF-8 whatever the string holds: a lone surrogate (a name made
+    # with exec, an undecodable byte of a path) is written as \udcxx.
+    return str(s).encode("utf-8", "backslashreplace")
+
+
+cdef class _Msg:
+    """A small protobuf message builder for the rare, structured packets."""
+    cdef pb_buf b
+    cdef size_t opened[16]
+    cdef int depth
+
+    def __dealloc__(self):
+        pb_free(&self.b)
+
+    cdef _Msg varint(self, uint32_t field, uint64_t value):
+        if pb_reserve(&self.b, 20) < 0:
+            raise MemoryError
+        pb_field_varint(&self.b, field, value)
+        return self
+
+    cdef _Msg double(self, uint32_t field, double value):
+        if pb_reserve(&self.b, 20) < 0:
+            raise MemoryError
+        pb_field_double(&self.b, field, value)
+        return self
+
+    cdef _Msg string(self, uint32_t field, object value):
+        cdef bytes data = _utf8(value)
+        if pb_reserve(&self.b, len(data) + 20) < 0:
+            raise MemoryError
+        pb_field_bytes(&self.b, field, <const char*>data, len(data))
+        return self
+
+    cdef _Msg open(self, uint32_t field):
+        if pb_reserve(&self.b, 20) < 0:
+            raise MemoryError
+        self.opened[self.depth] = pb_open(&self.b, field)
+        self.depth += 1
+        return self
+
+    cdef _Msg close(self):
+        self.depth -= 1
+        pb_close(&self.b, self.opened[self.depth])
+        return self
+
+    cdef bytes value(self):
+        return (<char*>self.b.data)[:self.b.len] if self.b.len else b""
+
+
+cdef _Msg _annotation(_Msg m, str name, object value):
+    """A DebugAnnotation (TrackEvent.debug_annotations) with a literal name."""
+    m.open(F_TE_DEBUG_ANNOTATIONS).string(10, name)
+    if isinstance(value, bool):
+        m.varint(2, 1 if value else 0)
+    elif isinstance(value, int):
+        if value < 0:
+            m.varint(4, <uint64_t>(<int64_t>value))
+        else:
+            m.varint(3, value)
+    elif isinstance(value, float):
+        m.double(5, value)
+    else:
+        m.string(6, str(value))
+    return m.close()
+
+
+cdef int _append_packet(Out* o, _Msg m) except -1:
+    if pb_reserve(&o.chunk, m.b.len + 10) < 0:
+        raise MemoryError
+    pb_varint(&o.chunk, PB_TAG(F_PACKET, PB_LEN))
+    pb_varint(&o.chunk, m.b.len)
+    memcpy(o.chunk.data + o.chunk.len, m.b.data, m.b.len)
+    o.chunk.len += m.b.len
+    if o.chunk.len >= CHUNK_BYTES and out_flush(o) < 0:
+        raise MemoryError
+    return 0
+
+
+cdef _Msg _global_packet(int64_t ts):
+    m = _Msg()
+    m.varint(F_SEQUENCE_ID, SEQ_GLOBAL).varint(F_TIMESTAMP, <uint64_t>ts)
+    return m
+
+
+cdef bytes _interned_blob(uint32_t iid, bint has_location, object name, object file, int line):
+    """InternedData defining a function's name (and source location, for Python)."""
+    m = _Msg()
+    m.open(2).varint(1, iid).string(2, name).close()          # event_names
+    if has_location:
+        m.open(4).varint(1, iid).string(2, file).string(3, name)  # source_locations
+        if line > 0:
+            m.varint(4, line)
+        m.close()
+    return m.value()
+
+
+cdef bytes _event_tail(uint32_t iid, list category_iids, bint has_location, object reason):
+    """A function's begin-event fields: categories, name, location, blocking reason."""
+    m = _Msg()
+    for category in category_iids:
+        m.varint(F_TE_CATEGORY_IIDS, category)
+    m.varint(F_TE_NAME_IID, iid)
+    if has_location:
+        m.varint(F_TE_SOURCE_LOCATION_IID, iid)
+    if reason:
+        m.open(F_TE_DEBUG_ANNOTATIONS).varint(1, ANNOTATION_BLOCKING).string(6, reason).close()
+    return m.value()
+
+
+cdef class Capture:
+    """One closed window's records, owned until released.
+
+    Holds a reference to every code object (and C function owner) its records
+    name, so encode() can name them; release() drops them.
+    """
+    cdef et_capture* c
+
+    def __dealloc__(self):
+        if self.c != NULL:
+            et_capture_free(self.c)
+            self.c = NULL
+
+    cdef et_capture* _get(self) except NULL:
+        if self.c == NULL:
+            raise ExectraceError("this capture was released")
+        return self.c
+
+    def release(self):
+        """Frees the records and drops the references they hold."""
+        if self.c != NULL:
+            et_capture_free(self.c)
+            self.c = NULL
+
+    @property
+    def stats(self):
+        return _capture_stats(self._get())
+
+    @property
+    def records_lost(self):
+        cdef et_capture* c = self._get()
+        return c.written - c.capacity if c.written > c.capacity else 0
+
+    @property
+    def start_monotonic_ns(self):
+        return self._get().start_clock.mono_ns
+
+    @property
+    def stop_monotonic_ns(self):
+        return self._get().stop_clock.mono_ns
+
+    @property
+    def start_realtime_ns(self):
+        return self._get().start_realtime_ns
+
+    @property
+    def stop_realtime_ns(self):
+        return self._get().stop_realtime_ns
+
+    @property
+    def used_ticks(self):
+        return bool(self._get().use_ticks)
+
+    def threads(self):
+        """[(index, ident, native_id, Thread or None)] of every thread seen."""
+        cdef et_capture* c = self._get()
+        return [(c.threads[i].index, c.threads[i].ident, c.threads[i].native_id,
+                 <object>c.threads[i].pythread if c.threads[i].pythread != NULL else None)
+                for i in range(c.n_threads)]
+
+    def functions(self):
+        """Per function id: ("py", code) or ("c", method name, owner, defining type or None)."""
+        cdef et_capture* c = self._get()
+        cdef list result = []
+        cdef et_func* f
+        for i in range(c.n_funcs):
+            f = &c.funcs[i]
+            if f.kind == ET_FUNC_PY:
+                result.append(("py", <object>f.obj))
+            elif f.kind == ET_FUNC_REGION:
+                result.append(("region", <object>f.obj))
+            else:
+                owner = <object>f.obj if f.obj != NULL else None
+                name = (<PyMethodDef*>f.key).ml_name.decode("utf-8", "replace")
+                defining = None
+                if isinstance(owner, type):
+                    defining = _defining_type(owner, <PyMethodDef*>f.key)
+                result.append(("c", name, owner, defining))
+        return result
+
+    def tasks(self):
+        """The asyncio tasks that ran a step or were created, by their number."""
+        cdef et_capture* c = self._get()
+        return [<object>c.tasks[i] for i in range(c.n_tasks)]
+
+    def async_records(self):
+        """[(kind, task number, thread index, func, start_ns, end_ns)] of the
+        records that are asyncio task steps ("step") or create_task calls
+        ("create"), oldest first."""
+        cdef et_capture* c = self._get()
+        cdef Clock k = self._clock()
+        cdef uint64_t kept = c.written if c.written < c.capacity else c.capacity
+        cdef uint64_t first = 0 if c.written <= c.capacity else c.pos
+        cdef uint64_t j, pos
+        cdef et_record* r
+        cdef list result = []
+        for j in range(kept):
+            pos = (first + j) % kept
+            r = &c.ring[pos]
+            if r.flags & 0xFF == ET_REC_STEP:
+                kind = "step"
+            elif r.flags & 0xFF == ET_REC_CREATE:
+                kind = "create"
+            else:
+                continue
+            result.append((kind, r.flags >> 8, r.thread, r.func, to_ns(&k, r.start),
+                           to_ns(&k, r.end)))
+        return result
+
+    def events(self):
+        """[(kind, ts_ns, thread index or -1, user task id, a, b)] of the user
+        annotations other than plain regions: kind is "log" (a: category, b:
+        message), "task_begin"/"task_end" (a: name) or "region_begin"/
+        "region_end" (a region of a task; a: name)."""
+        cdef et_capture* c = self._get()
+        cdef Clock k = self._clock()
+        cdef et_event* e
+        kinds = {1: "log", 2: "task_begin", 3: "task_end", 4: "region_begin", 5: "region_end"}
+        result = []
+        for i in range(c.n_events):
+            e = &c.events[i]
+            result.append((kinds.get(e.kind, "?"), to_ns(&k, e.ts),
+                           <int64_t>e.thread if e.thread < c.n_threads else -1, e.task,
+                           <object>e.a if e.a != NULL else None,
+                           <object>e.b if e.b != NULL else None))
+        return result
+
+    cdef Clock _clock(self):
+        cdef et_capture* c = self.c
+        cdef Clock k
+        k.t0 = c.start_clock.ticks
+        k.ns0 = c.start_clock.mono_ns
+        k.scale = 1.0
+        if c.use_ticks and c.stop_clock.ticks > c.start_clock.ticks:
+            k.scale = (<double>(c.stop_clock.mono_ns - c.start_clock.mono_ns) /
+                       <double>(c.stop_clock.ticks - c.start_clock.ticks))
+        return k
+
+    def encode(self, *, list names, list thread_names, int pid, str process_name,
+               list metadata, int compress_level=1, object compressor=None,
+               list blocking=None, list extra_packets=None):
+        """The window as Perfetto protobuf bytes.
+
+        names: per function id, (name, file, first line);
+        thread_names: per thread index; metadata: [(key, value)] shown on the
+        window slice; compress_level: zlib level of compressed_packets, 0 for
+        none; compressor: a callable turning bytes into zlib-format bytes, used
+        instead of the built-in zlib when given (and compress_level > 0);
+        blocking: per function id, the reason it blocks ("io", "lock", ...) or
+        "" (the reason becomes a category and a "blocking" argument);
+        extra_packets: encoded TracePackets appended after the threads'
+        (on sequences from first_free_sequence(), see track_uuid()).
+        """
+        cdef et_capture* c = self._get()
+        if len(names) != c.n_funcs or len(thread_names) != c.n_threads:
+            raise ValueError("names and thread_names must cover every function and thread")
+        if blocking is not None and len(blocking) != c.n_funcs:
+            raise ValueError("blocking must cover every function")
+        cdef Clock k = self._clock()
+        cdef int64_t start_ns = c.start_clock.mono_ns
+        cdef int64_t stop_ns = c.stop_clock.mono_ns
+        cdef uint64_t base = (<uint64_t>(pid & 0x3FFFFFFF) + 1) << 32
+        cdef Out o
+        memset(&o, 0, sizeof(Out))
+        o.compress = compress_level
+        o.compressor = <PyObject*>compressor if (compressor is not None and compress_level > 0) else NULL
+        if pb_reserve(&o.chunk, CHUNK_BYTES + 65536) < 0:
+            raise MemoryError
+        cdef ThreadPass w
+        memset(&w, 0, sizeof(ThreadPass))
+        cdef uint32_t* order = NULL
+        cdef uint64_t* offsets = NULL
+        cdef FuncBytes* fb = NULL
+        cdef bytes tail, blob
+        cdef uint64_t kept, first, j, pos, largest = 0
+        cdef size_t order_bytes = 0, scratch_bytes = 0
+        cdef uint32_t t
+        cdef int rc = 0
+        cdef list blob_objects = []
+        cdef _Msg m
+        cdef et_gc_record* g
+        try:
+            # --- sequence 1: clocks, tracks, metadata, GC
+            m = _global_packet(start_ns).varint(F_SEQUENCE_FLAGS, SEQ_INCREMENTAL_STATE_CLEARED)
+            m.varint(F_TIMESTAMP_CLOCK_ID, CLOCK_MONOTONIC)
+            m.open(F_CLOCK_SNAPSHOT)
+            m.open(1).varint(1, CLOCK_MONOTONIC).varint(2, <uint64_t>start_ns).close()
+            m.open(1).varint(1, CLOCK_REALTIME).varint(2, <uint64_t>c.start_realtime_ns).close()
+            m.varint(2, CLOCK_MONOTONIC).close()
+            m.open(F_PACKET_DEFAULTS).varint(F_TIMESTAMP_CLOCK_ID, CLOCK_MONOTONIC).close()
+            _append_packet(&o, m)
+            m = _global_packet(start_ns).open(F_TRACK_DESCRIPTOR).varint(1, base + UUID_PROCESS)
+            m.open(3).varint(1, pid).string(6, process_name).close().close()
+            _append_packet(&o, m)
+            for uuid, name in ((UUID_META, "exectrace"), (UUID_GC, "GC")):
+                m = _global_packet(start_ns).open(F_TRACK_DESCRIPTOR).varint(1, base + uuid)
+                m.varint(5, base + UUID_PROCESS).string(2, name).close()
+                _append_packet(&o, m)
+            for t in range(c.n_threads):
+                m = _global_packet(start_ns).open(F_TRACK_DESCRIPTOR)
+                m.varint(1, base + UUID_THREAD0 + t).open(4).varint(1, pid)
+                m.varint(2, c.threads[t].native_id or c.threads[t].ident & 0x7FFFFFFF)
+                m.string(5, thread_names[t]).close().close()
+                _append_packet(&o, m)
+            m = _global_packet(start_ns).open(F_TRACK_EVENT)
+            m.varint(F_TE_TYPE, TYPE_SLICE_BEGIN).varint(F_TE_TRACK_UUID, base + UUID_META)
+            m.string(F_TE_NAME, "exectrace window")
+            for key, value in metadata:
+                _annotation(m, key, value)
+            _append_packet(&o, m.close())
+            if self.records_lost:
+                m = _global_packet(start_ns).open(F_TRACK_EVENT)
+                m.varint(F_TE_TYPE, TYPE_INSTANT).varint(F_TE_TRACK_UUID, base + UUID_META)
+                m.string(F_TE_NAME, "records lost")
+                _annotation(m, "count", self.records_lost)
+                _append_packet(&o, m.close())
+            for j in range(c.n_gc):
+                g = &c.gc[j]
+                m = _global_packet(to_ns(&k, g.start)).open(F_TRACK_EVENT)
+                m.varint(F_TE_TYPE, TYPE_SLICE_BEGIN).varint(F_TE_TRACK_UUID, base + UUID_GC)
+                m.string(F_TE_NAME, f"GC gen{g.generation}")
+                _annotation(m, "generation", g.generation)
+                _annotation(m, "collected", g.collected)
+                _annotation(m, "uncollectable", g.uncollectable)
+                if g.thread < c.n_threads:
+                    _annotation(m, "thread", thread_names[g.thread])
+                _append_packet(&o, m.close())
+                m = _global_packet(max(to_ns(&k, g.end), to_ns(&k, g.start))).open(F_TRACK_EVENT)
+                m.varint(F_TE_TYPE, TYPE_SLICE_END).varint(F_TE_TRACK_UUID, base + UUID_GC)
+                _append_packet(&o, m.close())
+            m = _global_packet(stop_ns).open(F_TRACK_EVENT)
+            m.varint(F_TE_TYPE, TYPE_SLICE_END).varint(F_TE_TRACK_UUID, base + UUID_META)
+            _append_packet(&o, m.close())
+
+            # --- per function: interned name and begin-event fields, prebuilt
+            categories = {"c": CATEGORY_C, "region": CATEGORY_REGION}
+            fb = <FuncBytes*>calloc(c.n_funcs + 1, sizeof(FuncBytes))
+            if fb == NULL:
+                raise MemoryError
+            for j in range(c.n_funcs):
+                name, file, line = names[j]
+                reason = blocking[j] if blocking is not None else ""
+                kind = c.funcs[j].kind
+                has_location = kind == ET_FUNC_PY
+                cats = []
+                if kind == ET_FUNC_C:
+                    cats.append(CATEGORY_C)
+                elif kind == ET_FUNC_REGION:
+                    cats.append(CATEGORY_REGION)
+                if reason:
+                    if reason not in categories:
+                        categories[reason] = CATEGORY_FIRST_REASON + len(categories) - 2
+                    cats.append(categories[reason])
+                blob = _interned_blob(<uint32_t>(j + 1), has_location, name, file or "", line or 0)
+                tail = _event_tail(<uint32_t>(j + 1), cats, has_location, reason)
+                blob_objects.append(blob)
+                blob_objects.append(tail)
+                fb[j].blob = <const uint8_t*><const char*>blob
+                fb[j].blob_len = len(blob)
+                fb[j].tail = <const uint8_t*><const char*>tail
+                fb[j].tail_len = len(tail)
+            sequence_names = _sequence_interned(categories)
+
+            # --- group the ring's records by thread, oldest first
+            kept = c.written if c.written < c.capacity else c.capacity
+            first = 0 if c.written <= c.capacity else c.pos
+            order_bytes = (kept + 1) * sizeof(uint32_t)
+            order = <uint32_t*>pb_alloc(order_bytes)
+            offsets = <uint64_t*>calloc(c.n_threads + 1, sizeof(uint64_t))
+            if order == NULL or offsets == NULL:
+                raise MemoryError
+            with nogil:
+                # the ring, oldest first, is [first, kept) then [0, first)
+                for j in range(kept):
+                    offsets[c.ring[j].thread + 1] += 1
+                for t in range(c.n_threads):
+                    if offsets[t + 1] > largest:
+                        largest = offsets[t + 1]
+                    offsets[t + 1] += offsets[t]
+                for pos in range(first, kept):
+                    t = c.ring[pos].thread
+                    order[offsets[t]] = <uint32_t>pos
+                    offsets[t] += 1
+                for pos in range(first):
+                    t = c.ring[pos].thread
+                    order[offsets[t]] = <uint32_t>pos
+                    offsets[t] += 1
+            # offsets[t] is now the end of thread t's run; its start is offsets[t-1]
+            scratch_bytes = (largest + 1) * sizeof(int32_t)
+            w.parent = <int32_t*>pb_alloc(scratch_bytes)
+            w.size = <int32_t*>pb_alloc(scratch_bytes)
+            w.pending = <int32_t*>pb_alloc(scratch_bytes)
+            w.pre = <Begin*>pb_alloc((largest + 1) * sizeof(Begin))
+            w.defined = <uint8_t*>malloc(c.n_funcs + 1)
+            if not (w.parent and w.size and w.pending and w.pre and w.defined):
+                raise MemoryError
+
+            # --- one sequence per thread
+            for t in range(c.n_threads):
+                first = offsets[t - 1] if t > 0 else 0
+                if offsets[t] == first:
+                    continue
+                m = Msg_first_on_sequence(SEQ_FIRST_THREAD + t, start_ns, base + UUID_THREAD0 + t,
+                                          sequence_names)
+                _append_packet(&o, m)
+                with nogil:
+                    memset(w.defined, 0, c.n_funcs + 1)
+                    rc = encode_thread(&o, c, &k, order + first, <uint32_t>(offsets[t] - first),
+                                       SEQ_FIRST_THREAD + t, &w, fb)
+                if rc < 0 or o.failed:
+                    raise MemoryError
+            for packet in extra_packets or ():
+                _append_raw_packet(&o, packet)
+            with nogil:
+                rc = out_flush(&o)
+            if rc < 0:
+                raise MemoryError
+            return (<char*>o.out.data)[:o.out.len] if o.out.len else b""
+        finally:
+            pb_free(&o.chunk)
+            pb_free(&o.out)
+            pb_dealloc(order, order_bytes)
+            free(offsets)
+            free(fb)
+            pb_dealloc(w.parent, scratch_bytes)
+            pb_dealloc(w.size, scratch_bytes)
+            pb_dealloc(w.pending, scratch_bytes)
+            pb_dealloc(w.pre, (largest + 1) * sizeof(Begin))
+            free(w.defined)
+
+
+cdef bytes _sequence_interned(dict categories):
+    """InternedData every thread sequence starts with: the event categories and
+    the debug annotation names its begin events use."""
+    m = _Msg()
+    for name, iid in categories.items():
+        m.open(1).varint(1, iid).string(2, name).close()
+    m.open(3).varint(1, ANNOTATION_BLOCKING).string(2, "blocking").close()
+    return m.value()
+
+
+cdef int _append_raw_packet(Out* o, bytes packet) except -1:
+    cdef size_t n = len(packet)
+    if pb_reserve(&o.chunk, n + 10) < 0:
+        raise MemoryError
+    pb_varint(&o.chunk, PB_TAG(F_PACKET, PB_LEN))
+    pb_varint(&o.chunk, n)
+    memcpy(o.chunk.data + o.chunk.len, <const char*>packet, n)
+    o.chunk.len += n
+    if o.chunk.len >= CHUNK_BYTES and out_flush(o) < 0:
+        raise MemoryError
+    return 0
+
+
+def track_uuid(int pid, str what, int index=0):
+    """The uuid of a track of a file written for process `pid`: "process",
+    "meta" (the exectrace track), "thread" (by thread index), or "extra"
+    (tracks of extra packets, by index)."""
+    cdef uint64_t base = (<uint64_t>(pid & 0x3FFFFFFF) + 1) << 32
+    if what == "process":
+        return base + UUID_PROCESS
+    if what == "thread":
+        return base + UUID_THREAD0 + index
+    if what == "meta":
+        return base + UUID_META
+    if what == "extra":
+        return base + 0x80000000 + index
+    raise ValueError(what)
+
+
+def first_free_sequence(int n_threads):
+    """The first packet sequence id encode() leaves to extra packets."""
+    return SEQ_FIRST_THREAD + n_threads
+
+
+cdef _Msg Msg_first_on_sequence(uint32_t seq, int64_t start_ns, uint64_t track_uuid,
+                                bytes interned):
+    """Clears the sequence's state and declares its incremental clock and track."""
+    m = _Msg()
+    m.varint(F_SEQUENCE_ID, seq).varint(F_SEQUENCE_FLAGS, SEQ_INCREMENTAL_STATE_CLEARED)
+    m.varint(F_TIMESTAMP, <uint64_t>start_ns).varint(F_TIMESTAMP_CLOCK_ID, CLOCK_MONOTONIC)
+    m.open(F_CLOCK_SNAPSHOT)
+    m.open(1).varint(1, CLOCK_MONOTONIC).varint(2, <uint64_t>start_ns).close()
+    m.open(1).varint(1, CLOCK_INCREMENTAL).varint(2, <uint64_t>start_ns).varint(3, 1).close()
+    m.close()
+    m.open(F_PACKET_DEFAULTS).varint(F_TIMESTAMP_CLOCK_ID, CLOCK_INCREMENTAL)
+    m.open(11).varint(11, track_uuid).close().close()
+    if interned:
+        if pb_reserve(&m.b, len(interned) + 20) < 0:
+            raise MemoryError
+        pb_field_bytes(&m.b, F_INTERNED_DATA, <const char*>interned, len(interned))
+    return m
+
+
+cdef object _defining_type(object cls, PyMethodDef* ml):
+    """The class in cls's MRO whose method table holds ml (else cls)."""
+    cdef PyTypeObject* t
+    cdef PyMethodDef* defs
+    for klass in getattr(cls, "__mro__", (cls,)):
+        t = <PyTypeObject*>klass
+        defs = <PyMethodDef*>t.tp_methods
+        if defs == NULL:
+            continue
+        while defs.ml_name != NULL:
+            if defs == ml:
+                return klass
+            defs += 1
+    return cls
+
+
+def _capture_for_tests(*, list threads, list functions, list records, list gc=None,
+                       int64_t start_ns, int64_t stop_ns, int64_t start_realtime_ns,
+                       int64_t stop_realtime_ns,
+                       uint64_t capacity=0):
+    """Tests only: a Capture made from given records instead of a recording.
+    threads: [(ident, native_id)]; functions: [(kind, object)]: "py" and a
+    code object, "c" and a builtin function, or "region" and a str;
+    records: [(start_ns, end_ns, function, thread, depth, flags)] written into
+    the ring in this order (a ring of `capacity` records keeps the last
+    ones); gc: [(start_ns, end_ns, thread, generation, collected,
+    uncollectable)].  Clock: nanoseconds, no ticks."""
+    cdef uint64_t cap = capacity or max(16, len(records))
+    cdef et_capture* c = et_capture_new(cap)
+    if c == NULL:
+        raise MemoryError
+    cdef Capture capture = Capture.__new__(Capture)
+    capture.c = c
+    c.use_ticks = 0
+    c.start_clock.ticks = c.start_clock.mono_ns = start_ns
+    c.stop_clock.ticks = c.stop_clock.mono_ns = stop_ns
+    c.start_realtime_ns = start_realtime_ns
+    c.stop_realtime_ns = stop_realtime_ns
+    for ident, native_id in threads:
+        if et_thread_new(c, ident, native_id) == NULL:
+            raise MemoryError
+    if len(functions) > 512:
+        raise ValueError("at most 512 functions")
+    kinds = {"py": ET_FUNC_PY, "c": ET_FUNC_C, "region": ET_FUNC_REGION}
+    for kind, obj in functions:
+        if kind == "c" and type(obj) is not type(len):
+            raise TypeError("a C function must be a builtin function")
+        Py_INCREF(obj)
+        c.funcs[c.n_funcs].key = (<void*>(<PyCFunctionObject*>obj).m_ml if kind == "c"
+                                  else <void*>obj)
+        c.funcs[c.n_funcs].obj = <PyObject*>obj
+        c.funcs[c.n_funcs].kind = kinds[kind]
+        c.funcs[c.n_funcs].excluded = 0
+        c.n_funcs += 1
+    cdef uint64_t i = 0
+    for start, end, func, thread, depth, flags in records:
+        if not (0 <= func < c.n_funcs and 0 <= thread < c.n_threads):
+            raise ValueError("a record names a function or thread not given")
+        c.ring[i % cap].start = start
+        c.ring[i % cap].end = end
+        c.ring[i % cap].func = func
+        c.ring[i % cap].thread = thread
+        c.ring[i % cap].depth = depth
+        c.ring[i % cap].flags = flags
+        i += 1
+    c.written = i
+    c.pos = i % cap
+    if len(gc or ()) > c.gc_cap:
+        raise ValueError("too many collections")
+    for start, end, thread, generation, collected, uncollectable in gc or ():
+        c.gc[c.n_gc].start = start
+        c.gc[c.n_gc].end = end
+        c.gc[c.n_gc].thread = thread
+        c.gc[c.n_gc].generation = generation
+        c.gc[c.n_gc].collected = collected
+        c.gc[c.n_gc].uncollectable = uncollectable
+        c.n_gc += 1
+    return capture
