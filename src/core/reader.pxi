@@ -29,6 +29,13 @@ cdef enum:
 _MAX_TS = 2**63 - 1
 
 
+cdef str _WINDOW_SLICE_NAME = ET_WINDOW_SLICE_NAME.decode("ascii")
+
+
+cdef inline bint _sequence_scoped(object clock_id):
+    return PF_CLOCK_FIRST_SEQUENCE_SCOPED <= clock_id <= PF_CLOCK_LAST_SEQUENCE_SCOPED
+
+
 cdef class _Sequence:
     cdef dict names          # iid -> string index
     cdef dict categories     # iid -> string index
@@ -69,7 +76,6 @@ class _FoundWindow(Exception):
     """Ends a metadata-only decode."""
 
 
-WINDOW_SLICE_NAME = "exectrace window"
 
 
 cdef class _Decoder:
@@ -178,7 +184,7 @@ cdef class _Decoder:
                 raise DecodeError(
                     f"malformed or truncated data at byte {where} of {size}"
                     + (" (inside a compressed chunk)" if depth else ""))
-            if f.number == 1 and f.wire == PB_LEN:
+            if f.number == PF_TRACE_PACKET and f.wire == PB_LEN:
                 self._packet(&f, depth)
 
     cdef _packet(self, const pb_field* pf, int depth):
@@ -199,23 +205,23 @@ cdef class _Decoder:
                 break
             if rc < 0:
                 raise DecodeError(f"malformed packet #{self.packets}")
-            if f.number == F_TIMESTAMP and f.wire == PB_VARINT:
+            if f.number == PF_PACKET_TIMESTAMP and f.wire == PB_VARINT:
                 ts = f.value
-            elif f.number == F_TIMESTAMP_CLOCK_ID and f.wire == PB_VARINT:
+            elif f.number == PF_PACKET_TIMESTAMP_CLOCK_ID and f.wire == PB_VARINT:
                 clock_id = f.value
-            elif f.number == F_SEQUENCE_ID and f.wire == PB_VARINT:
+            elif f.number == PF_PACKET_SEQUENCE_ID and f.wire == PB_VARINT:
                 seq = f.value
-            elif f.number == F_SEQUENCE_FLAGS and f.wire == PB_VARINT:
+            elif f.number == PF_PACKET_SEQUENCE_FLAGS and f.wire == PB_VARINT:
                 flags = f.value
-            elif f.number == 41 and f.wire == PB_VARINT and f.value:  # incremental_state_cleared
-                flags |= SEQ_INCREMENTAL_STATE_CLEARED
-            elif f.number == F_COMPRESSED_PACKETS and f.wire == PB_LEN:
+            elif f.number == PF_PACKET_INCREMENTAL_STATE_CLEARED and f.wire == PB_VARINT and f.value:
+                flags |= PF_SEQ_INCREMENTAL_STATE_CLEARED
+            elif f.number == PF_PACKET_COMPRESSED_PACKETS and f.wire == PB_LEN:
                 if depth > 0:
                     raise DecodeError("compressed packets nested inside compressed packets")
                 self._inflate(&f)
-            elif f.wire == PB_LEN and f.number in (F_TRACK_EVENT, F_TRACK_DESCRIPTOR,
-                                                 F_INTERNED_DATA, F_PACKET_DEFAULTS,
-                                                 F_CLOCK_SNAPSHOT):
+            elif f.wire == PB_LEN and f.number in (PF_PACKET_TRACK_EVENT, PF_PACKET_TRACK_DESCRIPTOR,
+                                                 PF_PACKET_INTERNED_DATA, PF_PACKET_DEFAULTS,
+                                                 PF_PACKET_CLOCK_SNAPSHOT):
                 parts.append((f.number, <size_t>(f.data - pf.data), f.size))
         if not parts:
             return
@@ -223,25 +229,25 @@ cdef class _Decoder:
         if s is None:
             s = _Sequence()
             self.sequences[seq] = s
-        if flags & SEQ_INCREMENTAL_STATE_CLEARED:
+        if flags & PF_SEQ_INCREMENTAL_STATE_CLEARED:
             s.reset()
         cdef pb_field sub
         # interned data and defaults first: a packet may use what it defines
         for number, offset, length in parts:
             sub.data = pf.data + <size_t>offset
             sub.size = length
-            if number == F_INTERNED_DATA:
+            if number == PF_PACKET_INTERNED_DATA:
                 self._interned(s, &sub)
-            elif number == F_PACKET_DEFAULTS:
+            elif number == PF_PACKET_DEFAULTS:
                 self._defaults(s, &sub)
-            elif number == F_CLOCK_SNAPSHOT:
+            elif number == PF_PACKET_CLOCK_SNAPSHOT:
                 self._clock_snapshot(seq, s, &sub)
         for number, offset, length in parts:
             sub.data = pf.data + <size_t>offset
             sub.size = length
-            if number == F_TRACK_DESCRIPTOR:
+            if number == PF_PACKET_TRACK_DESCRIPTOR:
                 self._track_descriptor(&sub)
-            elif number == F_TRACK_EVENT:
+            elif number == PF_PACKET_TRACK_EVENT:
                 self._track_event(seq, s, &sub, self._timestamp(seq, s, ts, clock_id))
 
     cdef _inflate(self, const pb_field* f):
@@ -271,9 +277,9 @@ cdef class _Decoder:
         if ts is None:
             return self.last_timestamp
         if clock_id is None:
-            clock_id = s.default_clock if s.default_clock is not None else 6
+            clock_id = s.default_clock if s.default_clock is not None else PF_CLOCK_BOOTTIME
         cdef object key = clock_id
-        if 64 <= clock_id <= 127:
+        if _sequence_scoped(clock_id):
             key = (seq, clock_id)
             if clock_id in s.clocks:
                 ts = s.clocks[clock_id] + ts
@@ -295,32 +301,32 @@ cdef class _Decoder:
         clocks = []
         primary = None
         while pb_next(&r, &f) == 1:
-            if f.number == 1 and f.wire == PB_LEN:
+            if f.number == PF_CLOCK_SNAPSHOT_CLOCKS and f.wire == PB_LEN:
                 cr = pb_sub(&f)
                 cid, cts, incremental = None, 0, False
                 while pb_next(&cr, &g) == 1:
                     if g.wire != PB_VARINT:   # g.value is only set for scalars
                         continue
-                    if g.number == 1:
+                    if g.number == PF_CLOCK_ID:
                         cid = g.value
-                    elif g.number == 2:
+                    elif g.number == PF_CLOCK_TIMESTAMP:
                         cts = g.value
-                    elif g.number == 3:
+                    elif g.number == PF_CLOCK_IS_INCREMENTAL:
                         incremental = bool(g.value)
                 if cid is not None:
                     clocks.append((cid, cts, incremental))
-            elif f.number == 2 and f.wire == PB_VARINT:
+            elif f.number == PF_CLOCK_SNAPSHOT_PRIMARY_TRACE_CLOCK and f.wire == PB_VARINT:
                 primary = f.value
         if not clocks:
             return
         if self.primary_clock is None:
-            self.primary_clock = primary if primary is not None else 6
+            self.primary_clock = primary if primary is not None else PF_CLOCK_BOOTTIME
             self.clock_offsets[self.primary_clock] = 0
         self.clock_snapshots.append(clocks)
         # Anchor: a clock of the snapshot whose offset is known already.
         anchor = None
         for cid, cts, incremental in clocks:
-            key = (seq, cid) if 64 <= cid <= 127 else cid
+            key = (seq, cid) if _sequence_scoped(cid) else cid
             if key in self.clock_offsets:
                 anchor = cts + self.clock_offsets[key]
                 break
@@ -328,9 +334,9 @@ cdef class _Decoder:
             cid, cts, incremental = clocks[0]
             anchor = cts   # unrelated to anything known: taken as the primary domain
         for cid, cts, incremental in clocks:
-            key = (seq, cid) if 64 <= cid <= 127 else cid
+            key = (seq, cid) if _sequence_scoped(cid) else cid
             self.clock_offsets[key] = anchor - cts
-            if incremental and 64 <= cid <= 127:
+            if incremental and _sequence_scoped(cid):
                 s.clocks[cid] = cts
 
     # -- sequence state
@@ -339,12 +345,12 @@ cdef class _Decoder:
         cdef pb_reader tr
         cdef pb_field f, g
         while pb_next(&r, &f) == 1:
-            if f.number == F_TIMESTAMP_CLOCK_ID and f.wire == PB_VARINT:
+            if f.number == PF_DEFAULTS_TIMESTAMP_CLOCK_ID and f.wire == PB_VARINT:
                 s.default_clock = f.value
-            elif f.number == 11 and f.wire == PB_LEN:
+            elif f.number == PF_DEFAULTS_TRACK_EVENT and f.wire == PB_LEN:
                 tr = pb_sub(&f)
                 while pb_next(&tr, &g) == 1:
-                    if g.number == 11 and g.wire == PB_VARINT:
+                    if g.number == PF_TRACK_EVENT_DEFAULTS_TRACK_UUID and g.wire == PB_VARINT:
                         s.default_track = g.value
 
     cdef _interned(self, _Sequence s, const pb_field* pf):
@@ -353,34 +359,37 @@ cdef class _Decoder:
         cdef pb_field f, g
         cdef object iid
         while pb_next(&r, &f) == 1:
-            if f.wire != PB_LEN or f.number not in (1, 2, 3, 4, 20):
+            if f.wire != PB_LEN or f.number not in (
+                    PF_INTERNED_EVENT_CATEGORIES, PF_INTERNED_EVENT_NAMES,
+                    PF_INTERNED_DEBUG_ANNOTATION_NAMES, PF_INTERNED_SOURCE_LOCATIONS,
+                    PF_INTERNED_LOG_MESSAGE_BODY):
                 continue
+            location = f.number == PF_INTERNED_SOURCE_LOCATIONS
             er = pb_sub(&f)
             iid = None
             name = ""
             file = ""
             line = 0
             while pb_next(&er, &g) == 1:
-                if g.number == 1 and g.wire == PB_VARINT:
+                if g.number == PF_INTERNED_IID and g.wire == PB_VARINT:
                     iid = g.value
-                elif g.wire == PB_LEN and g.number == 2:
-                    if f.number == 4:
-                        file = self.text(&g)
-                    else:
-                        name = self.text(&g)
-                elif f.number == 4 and g.number == 3 and g.wire == PB_LEN:
+                elif location and g.number == PF_SOURCE_LOCATION_FILE_NAME and g.wire == PB_LEN:
+                    file = self.text(&g)
+                elif location and g.number == PF_SOURCE_LOCATION_FUNCTION_NAME and g.wire == PB_LEN:
                     name = self.text(&g)
-                elif f.number == 4 and g.number == 4 and g.wire == PB_VARINT:
+                elif location and g.number == PF_SOURCE_LOCATION_LINE_NUMBER and g.wire == PB_VARINT:
                     line = g.value if g.value <= 0x7FFFFFFF else 0  # s_line is int32
+                elif not location and g.number == PF_INTERNED_NAME and g.wire == PB_LEN:
+                    name = self.text(&g)
             if iid is None:
                 continue
-            if f.number == 1:
+            if f.number == PF_INTERNED_EVENT_CATEGORIES:
                 s.categories[iid] = self.intern(name)
-            elif f.number == 2:
+            elif f.number == PF_INTERNED_EVENT_NAMES:
                 s.names[iid] = self.intern(name)
-            elif f.number == 3:
+            elif f.number == PF_INTERNED_DEBUG_ANNOTATION_NAMES:
                 s.annotation_names[iid] = name
-            elif f.number == 4:
+            elif location:
                 s.locations[iid] = (self.intern(file), self.intern(name), line)
             else:
                 s.log_bodies[iid] = name
@@ -392,22 +401,31 @@ cdef class _Decoder:
         track = {"uuid": None, "name": None, "kind": "other", "pid": None, "tid": None,
                  "parent": None}
         while pb_next(&r, &f) == 1:
-            if f.number == 1 and f.wire == PB_VARINT:
+            if f.number == PF_TRACK_UUID and f.wire == PB_VARINT:
                 track["uuid"] = f.value
-            elif f.number == 5 and f.wire == PB_VARINT:
+            elif f.number == PF_TRACK_PARENT_UUID and f.wire == PB_VARINT:
                 track["parent"] = f.value
-            elif f.number == 2 and f.wire == PB_LEN:
+            elif f.number == PF_TRACK_NAME and f.wire == PB_LEN:
                 track["name"] = self.text(&f)
-            elif f.number in (3, 4, 8) and f.wire == PB_LEN:
-                track["kind"] = {3: "process", 4: "thread", 8: "counter"}[f.number]
+            elif f.number == PF_TRACK_COUNTER and f.wire == PB_LEN:
+                track["kind"] = "counter"
+            elif f.number == PF_TRACK_PROCESS and f.wire == PB_LEN:
+                track["kind"] = "process"
                 dr = pb_sub(&f)
                 while pb_next(&dr, &g) == 1:
-                    if g.number == 1 and g.wire == PB_VARINT and f.number != 8:
+                    if g.number == PF_PROCESS_PID and g.wire == PB_VARINT:
                         track["pid"] = g.value
-                    elif g.number == 2 and g.wire == PB_VARINT and f.number == 4:
+                    elif g.number == PF_PROCESS_NAME and g.wire == PB_LEN:
+                        track["name"] = self.text(&g)
+            elif f.number == PF_TRACK_THREAD and f.wire == PB_LEN:
+                track["kind"] = "thread"
+                dr = pb_sub(&f)
+                while pb_next(&dr, &g) == 1:
+                    if g.number == PF_THREAD_PID and g.wire == PB_VARINT:
+                        track["pid"] = g.value
+                    elif g.number == PF_THREAD_TID and g.wire == PB_VARINT:
                         track["tid"] = g.value
-                    elif g.wire == PB_LEN and ((f.number == 4 and g.number == 5) or
-                                               (f.number == 3 and g.number == 6)):
+                    elif g.number == PF_THREAD_NAME and g.wire == PB_LEN:
                         track["name"] = self.text(&g)
         if track["uuid"] is not None:
             known = self.tracks.get(track["uuid"])
@@ -432,19 +450,19 @@ cdef class _Decoder:
         cdef pb_reader pr
         cdef uint64_t v
         while pb_next(&r, &f) == 1:
-            if f.number == F_TE_TYPE and f.wire == PB_VARINT:
+            if f.number == PF_EVENT_TYPE and f.wire == PB_VARINT:
                 type = f.value
-            elif f.number == F_TE_NAME_IID and f.wire == PB_VARINT:
+            elif f.number == PF_EVENT_NAME_IID and f.wire == PB_VARINT:
                 name = s.names.get(f.value)
                 if name is None:
                     raise DecodeError(
                         f"packet #{self.packets}: event name iid {f.value} is not defined on "
                         f"sequence {seq}")
-            elif f.number == F_TE_NAME and f.wire == PB_LEN:
+            elif f.number == PF_EVENT_NAME and f.wire == PB_LEN:
                 name = self.intern(self.text(&f))
-            elif f.number == F_TE_TRACK_UUID and f.wire == PB_VARINT:
+            elif f.number == PF_EVENT_TRACK_UUID and f.wire == PB_VARINT:
                 track = f.value
-            elif f.number == F_TE_CATEGORY_IIDS:
+            elif f.number == PF_EVENT_CATEGORY_IIDS:
                 # several categories read as one, comma-separated (as Perfetto shows them)
                 if f.wire == PB_VARINT:
                     category = self._add_category(category, s.categories.get(f.value, -1))
@@ -454,25 +472,26 @@ cdef class _Decoder:
                     while n_categories < 16 and pb_read_varint(&pr, &v) == 0:
                         category = self._add_category(category, s.categories.get(v, -1))
                         n_categories += 1
-            elif f.number == 22 and f.wire == PB_LEN:
+            elif f.number == PF_EVENT_CATEGORIES and f.wire == PB_LEN:
                 category = self._add_category(category, self.intern(self.text(&f)))
-            elif f.number == F_TE_SOURCE_LOCATION_IID and f.wire == PB_VARINT:
+            elif f.number == PF_EVENT_SOURCE_LOCATION_IID and f.wire == PB_VARINT:
                 location = s.locations.get(f.value)
-            elif f.number == F_TE_DEBUG_ANNOTATIONS and f.wire == PB_LEN:
+            elif f.number == PF_EVENT_DEBUG_ANNOTATIONS and f.wire == PB_LEN:
                 if args is None:
                     args = {}
                 key, value = self._annotation(s, &f, 0)
                 args[key] = value
-            elif f.number == 21 and f.wire == PB_LEN:
+            elif f.number == PF_EVENT_LOG_MESSAGE and f.wire == PB_LEN:
                 log = self._log_message(s, &f)
-            elif f.number == 30 and f.wire == PB_VARINT:
+            elif f.number == PF_EVENT_COUNTER_VALUE and f.wire == PB_VARINT:
                 counter = <int64_t>f.value
-            elif f.number == 44 and f.wire == PB_FIXED64:
+            elif f.number == PF_EVENT_DOUBLE_COUNTER_VALUE and f.wire == PB_FIXED64:
                 counter = (<double*>&f.value)[0]
-            elif f.number in (47, 48) and f.wire in (PB_FIXED64, PB_VARINT):
+            elif (f.number == PF_EVENT_FLOW_IDS or f.number == PF_EVENT_TERMINATING_FLOW_IDS) and \
+                    f.wire in (PB_FIXED64, PB_VARINT):
                 if flows is None:
                     flows = []
-                flows.append(("in" if f.number == 48 else "out", f.value))
+                flows.append(("in" if f.number == PF_EVENT_TERMINATING_FLOW_IDS else "out", f.value))
         if track is None:
             self._problem(f"packet #{self.packets}: track event without a track")
             return
@@ -486,8 +505,8 @@ cdef class _Decoder:
             if args is None:
                 args = {}
             args["flows"] = flows
-        if type == TYPE_SLICE_BEGIN:
-            if self.metadata_only and name is not None and self.strings[name] == WINDOW_SLICE_NAME:
+        if type == PF_TYPE_SLICE_BEGIN:
+            if self.metadata_only and name is not None and self.strings[name] == _WINDOW_SLICE_NAME:
                 self.window_begin = (ts, args or {})
                 raise _FoundWindow()
             stack = self.open_slices.get(track)
@@ -495,7 +514,7 @@ cdef class _Decoder:
                 stack = self.open_slices[track] = []
             stack.append((ts, name if name is not None else self.intern(""), category,
                           location, args))
-        elif type == TYPE_SLICE_END:
+        elif type == PF_TYPE_SLICE_END:
             stack = self.open_slices.get(track)
             if not stack:
                 self._problem(f"slice end with no open slice on track {track}")
@@ -506,10 +525,10 @@ cdef class _Decoder:
                 merged.update(args)
                 begin = begin[:4] + (merged,)
             self._add_slice(track, begin, ts, len(stack))
-        elif type == TYPE_INSTANT:
+        elif type == PF_TYPE_INSTANT:
             self.instants.append((track, ts, name if name is not None else self.intern(""),
                                   category, args, log))
-        elif type == 4:  # TYPE_COUNTER
+        elif type == PF_TYPE_COUNTER:
             self.counters.append((track, ts, counter if counter is not None else 0))
 
     cdef object _add_category(self, object current, object added):
@@ -561,26 +580,27 @@ cdef class _Decoder:
         value = None
         entries = None
         while pb_next(&r, &f) == 1:
-            if f.number == 10 and f.wire == PB_LEN:
+            if f.number == PF_ANNOTATION_NAME and f.wire == PB_LEN:
                 name = self.text(&f)
-            elif f.number == 1 and f.wire == PB_VARINT:
+            elif f.number == PF_ANNOTATION_NAME_IID and f.wire == PB_VARINT:
                 name = s.annotation_names.get(f.value, f"#{f.value}")
-            elif f.number == 2 and f.wire == PB_VARINT:
+            elif f.number == PF_ANNOTATION_BOOL and f.wire == PB_VARINT:
                 value = bool(f.value)
-            elif f.number in (3, 7) and f.wire == PB_VARINT:
+            elif (f.number == PF_ANNOTATION_UINT or f.number == PF_ANNOTATION_POINTER) and \
+                    f.wire == PB_VARINT:
                 value = f.value
-            elif f.number == 4 and f.wire == PB_VARINT:
+            elif f.number == PF_ANNOTATION_INT and f.wire == PB_VARINT:
                 value = <int64_t>f.value
-            elif f.number == 5 and f.wire == PB_FIXED64:
+            elif f.number == PF_ANNOTATION_DOUBLE and f.wire == PB_FIXED64:
                 value = (<double*>&f.value)[0]
-            elif f.number == 6 and f.wire == PB_LEN:
+            elif f.number == PF_ANNOTATION_STRING and f.wire == PB_LEN:
                 value = self.text(&f)
-            elif f.number == 11 and f.wire == PB_LEN:
+            elif f.number == PF_ANNOTATION_DICT_ENTRIES and f.wire == PB_LEN:
                 if not isinstance(entries, dict):
                     entries = {}
                 k, v = self._annotation(s, &f, depth + 1)
                 entries[k] = v
-            elif f.number == 12 and f.wire == PB_LEN:
+            elif f.number == PF_ANNOTATION_ARRAY_VALUES and f.wire == PB_LEN:
                 if not isinstance(entries, list):
                     entries = []
                 entries.append(self._annotation(s, &f, depth + 1)[1])
@@ -592,7 +612,7 @@ cdef class _Decoder:
         cdef pb_reader r = pb_sub(pf)
         cdef pb_field f
         while pb_next(&r, &f) == 1:
-            if f.number == 2 and f.wire == PB_VARINT:
+            if f.number == PF_LOG_MESSAGE_BODY_IID and f.wire == PB_VARINT:
                 return s.log_bodies.get(f.value)
         return None
 

@@ -46,50 +46,6 @@ cdef extern from "zlib.h":
 # thread they are rebuilt into a tree and walked in order to produce begin
 # and end events with non-decreasing timestamps.
 
-cdef enum:
-    # TracePacket
-    F_PACKET = 1
-    F_CLOCK_SNAPSHOT = 6
-    F_TIMESTAMP = 8
-    F_SEQUENCE_ID = 10
-    F_TRACK_EVENT = 11
-    F_INTERNED_DATA = 12
-    F_SEQUENCE_FLAGS = 13
-    F_COMPRESSED_PACKETS = 50
-    F_TIMESTAMP_CLOCK_ID = 58
-    F_PACKET_DEFAULTS = 59
-    F_TRACK_DESCRIPTOR = 60
-    # TrackEvent
-    F_TE_CATEGORY_IIDS = 3
-    F_TE_DEBUG_ANNOTATIONS = 4
-    F_TE_TYPE = 9
-    F_TE_NAME_IID = 10
-    F_TE_TRACK_UUID = 11
-    F_TE_NAME = 23
-    F_TE_SOURCE_LOCATION_IID = 34
-    # values
-    TYPE_SLICE_BEGIN = 1
-    TYPE_SLICE_END = 2
-    TYPE_INSTANT = 3
-    SEQ_INCREMENTAL_STATE_CLEARED = 1
-    CLOCK_REALTIME = 1
-    CLOCK_MONOTONIC = 3
-    CLOCK_INCREMENTAL = 64
-    SEQ_GLOBAL = 1
-    SEQ_FIRST_THREAD = 2
-    CATEGORY_C = 1
-    CATEGORY_REGION = 2
-    CATEGORY_FIRST_REASON = 3
-    ANNOTATION_BLOCKING = 1
-    # uncompressed bytes per compressed_packets chunk (Perfetto reads < 512 KiB)
-    CHUNK_BYTES = 256 * 1024
-
-UUID_PROCESS = 0
-UUID_GC = 1
-UUID_META = 2
-UUID_THREAD0 = 16
-
-
 cdef struct Out:
     pb_buf chunk      # packets not yet flushed
     pb_buf out        # the file so far
@@ -102,9 +58,9 @@ cdef int out_append_compressed(Out* o, const uint8_t* data, size_t clen) noexcep
     """Appends packet { compressed_packets = data }."""
     if pb_reserve(&o.out, clen + 32) < 0:
         return -1
-    pb_varint(&o.out, PB_TAG(F_PACKET, PB_LEN))
+    pb_varint(&o.out, PB_TAG(PF_TRACE_PACKET, PB_LEN))
     pb_varint(&o.out, 2 + pb_varint_size(clen) + clen)
-    pb_varint(&o.out, PB_TAG(F_COMPRESSED_PACKETS, PB_LEN))
+    pb_varint(&o.out, PB_TAG(PF_PACKET_COMPRESSED_PACKETS, PB_LEN))
     pb_varint(&o.out, clen)
     memmove(o.out.data + o.out.len, data, clen)
     o.out.len += clen
@@ -155,7 +111,7 @@ cdef int out_flush(Out* o) noexcept nogil:
 
 
 cdef inline int out_packet_done(Out* o) noexcept nogil:
-    if o.chunk.len >= CHUNK_BYTES:
+    if o.chunk.len >= ET_CHUNK_BYTES:
         if out_flush(o) < 0:
             o.failed = 1
             return -1
@@ -174,18 +130,18 @@ cdef inline int put_event(pb_buf* b, uint64_t delta, uint32_t seq, uint32_t type
         body += 1 + pb_varint_size(interned_len) + interned_len
     if pb_reserve(b, body + 10) < 0:
         return -1
-    pb_varint(b, PB_TAG(F_PACKET, PB_LEN))
+    pb_varint(b, PB_TAG(PF_TRACE_PACKET, PB_LEN))
     pb_varint(b, body)
-    pb_field_varint(b, F_TIMESTAMP, delta)
-    pb_field_varint(b, F_SEQUENCE_ID, seq)
-    pb_varint(b, PB_TAG(F_TRACK_EVENT, PB_LEN))
+    pb_field_varint(b, PF_PACKET_TIMESTAMP, delta)
+    pb_field_varint(b, PF_PACKET_SEQUENCE_ID, seq)
+    pb_varint(b, PB_TAG(PF_PACKET_TRACK_EVENT, PB_LEN))
     pb_varint(b, te)
-    pb_field_varint(b, F_TE_TYPE, type)
+    pb_field_varint(b, PF_EVENT_TYPE, type)
     if tail_len:
         memcpy(b.data + b.len, tail, tail_len)
         b.len += tail_len
     if interned_len:
-        pb_field_bytes(b, F_INTERNED_DATA, interned, interned_len)
+        pb_field_bytes(b, PF_PACKET_INTERNED_DATA, interned, interned_len)
     return 0
 
 
@@ -230,7 +186,7 @@ cdef inline int emit(Out* o, const Clock* k, int64_t ticks, int64_t* prev_ns, ui
     cdef int rc
     if now_ns < prev_ns[0]:
         now_ns = prev_ns[0]
-    if type == TYPE_SLICE_END:
+    if type == PF_TYPE_SLICE_END:
         rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type, NULL, 0, NULL, 0)
     elif w.defined[f]:
         rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type,
@@ -302,15 +258,15 @@ cdef int encode_thread(Out* o, const et_capture* c, const Clock* k, const uint32
     # 3. Merge begins (pre-order) and ends (write order).
     for i in range(n):
         while ends < i - <int64_t>pre[i].depth:
-            if emit(o, k, ring[idx[ends]].end, &prev_ns, seq, TYPE_SLICE_END, 0, w,
+            if emit(o, k, ring[idx[ends]].end, &prev_ns, seq, PF_TYPE_SLICE_END, 0, w,
                     fb) < 0:
                 return -1
             ends += 1
-        if emit(o, k, pre[i].start, &prev_ns, seq, TYPE_SLICE_BEGIN, pre[i].func, w,
+        if emit(o, k, pre[i].start, &prev_ns, seq, PF_TYPE_SLICE_BEGIN, pre[i].func, w,
                 fb) < 0:
             return -1
     while ends < n:
-        if emit(o, k, ring[idx[ends]].end, &prev_ns, seq, TYPE_SLICE_END, 0, w,
+        if emit(o, k, ring[idx[ends]].end, &prev_ns, seq, PF_TYPE_SLICE_END, 0, w,
                 fb) < 0:
             return -1
         ends += 1
@@ -325,10 +281,14 @@ cdef bytes _utf8(object s):
     return str(s).encode("utf-8", "backslashreplace")
 
 
+cdef enum:
+    MSG_MAX_DEPTH = 16
+
+
 cdef class _Msg:
     """A small protobuf message builder for the rare, structured packets."""
     cdef pb_buf b
-    cdef size_t opened[16]
+    cdef size_t opened[MSG_MAX_DEPTH]   # where each open message's length goes
     cdef int depth
 
     def __dealloc__(self):
@@ -354,6 +314,8 @@ cdef class _Msg:
         return self
 
     cdef _Msg open(self, uint32_t field):
+        if self.depth == MSG_MAX_DEPTH:
+            raise ValueError(f"messages nested deeper than {MSG_MAX_DEPTH}")
         if pb_reserve(&self.b, 20) < 0:
             raise MemoryError
         self.opened[self.depth] = pb_open(&self.b, field)
@@ -361,6 +323,8 @@ cdef class _Msg:
         return self
 
     cdef _Msg close(self):
+        if self.depth == 0:
+            raise ValueError("close() without an open message")
         self.depth -= 1
         pb_close(&self.b, self.opened[self.depth])
         return self
@@ -371,47 +335,53 @@ cdef class _Msg:
 
 cdef _Msg _annotation(_Msg m, str name, object value):
     """A DebugAnnotation (TrackEvent.debug_annotations) with a literal name."""
-    m.open(F_TE_DEBUG_ANNOTATIONS).string(10, name)
+    m.open(PF_EVENT_DEBUG_ANNOTATIONS).string(PF_ANNOTATION_NAME, name)
     if isinstance(value, bool):
-        m.varint(2, 1 if value else 0)
+        m.varint(PF_ANNOTATION_BOOL, 1 if value else 0)
     elif isinstance(value, int):
         if value < 0:
-            m.varint(4, <uint64_t>(<int64_t>value))
+            m.varint(PF_ANNOTATION_INT, <uint64_t>(<int64_t>value))
         else:
-            m.varint(3, value)
+            m.varint(PF_ANNOTATION_UINT, value)
     elif isinstance(value, float):
-        m.double(5, value)
+        m.double(PF_ANNOTATION_DOUBLE, value)
     else:
-        m.string(6, str(value))
+        m.string(PF_ANNOTATION_STRING, str(value))
     return m.close()
 
 
 cdef int _append_packet(Out* o, _Msg m) except -1:
     if pb_reserve(&o.chunk, m.b.len + 10) < 0:
         raise MemoryError
-    pb_varint(&o.chunk, PB_TAG(F_PACKET, PB_LEN))
+    pb_varint(&o.chunk, PB_TAG(PF_TRACE_PACKET, PB_LEN))
     pb_varint(&o.chunk, m.b.len)
     memcpy(o.chunk.data + o.chunk.len, m.b.data, m.b.len)
     o.chunk.len += m.b.len
-    if o.chunk.len >= CHUNK_BYTES and out_flush(o) < 0:
+    if o.chunk.len >= ET_CHUNK_BYTES and out_flush(o) < 0:
         raise MemoryError
     return 0
 
 
 cdef _Msg _global_packet(int64_t ts):
     m = _Msg()
-    m.varint(F_SEQUENCE_ID, SEQ_GLOBAL).varint(F_TIMESTAMP, <uint64_t>ts)
+    m.varint(PF_PACKET_SEQUENCE_ID, ET_SEQ_GLOBAL).varint(PF_PACKET_TIMESTAMP, <uint64_t>ts)
     return m
+
+
+cdef _Msg _clock(_Msg m, uint32_t clock_id, int64_t ts):
+    """Opens a ClockSnapshot.Clock in m (the caller closes it)."""
+    return m.open(PF_CLOCK_SNAPSHOT_CLOCKS).varint(PF_CLOCK_ID, clock_id).varint(PF_CLOCK_TIMESTAMP, <uint64_t>ts)
 
 
 cdef bytes _interned_blob(uint32_t iid, bint has_location, object name, object file, int line):
     """InternedData defining a function's name (and source location, for Python)."""
     m = _Msg()
-    m.open(2).varint(1, iid).string(2, name).close()          # event_names
+    m.open(PF_INTERNED_EVENT_NAMES).varint(PF_INTERNED_IID, iid).string(PF_INTERNED_NAME, name).close()
     if has_location:
-        m.open(4).varint(1, iid).string(2, file).string(3, name)  # source_locations
+        m.open(PF_INTERNED_SOURCE_LOCATIONS).varint(PF_INTERNED_IID, iid)
+        m.string(PF_SOURCE_LOCATION_FILE_NAME, file).string(PF_SOURCE_LOCATION_FUNCTION_NAME, name)
         if line > 0:
-            m.varint(4, line)
+            m.varint(PF_SOURCE_LOCATION_LINE_NUMBER, line)
         m.close()
     return m.value()
 
@@ -420,13 +390,29 @@ cdef bytes _event_tail(uint32_t iid, list category_iids, bint has_location, obje
     """A function's begin-event fields: categories, name, location, blocking reason."""
     m = _Msg()
     for category in category_iids:
-        m.varint(F_TE_CATEGORY_IIDS, category)
-    m.varint(F_TE_NAME_IID, iid)
+        m.varint(PF_EVENT_CATEGORY_IIDS, category)
+    m.varint(PF_EVENT_NAME_IID, iid)
     if has_location:
-        m.varint(F_TE_SOURCE_LOCATION_IID, iid)
+        m.varint(PF_EVENT_SOURCE_LOCATION_IID, iid)
     if reason:
-        m.open(F_TE_DEBUG_ANNOTATIONS).varint(1, ANNOTATION_BLOCKING).string(6, reason).close()
+        m.open(PF_EVENT_DEBUG_ANNOTATIONS).varint(PF_ANNOTATION_NAME_IID, ET_ANNOTATION_BLOCKING)
+        m.string(PF_ANNOTATION_STRING, reason).close()
     return m.value()
+
+
+# What Capture's accessors return: small named tuples (they unpack as before).
+from collections import namedtuple
+ThreadEntry = namedtuple("ThreadEntry", "thread_index ident native_id thread")
+AsyncRecord = namedtuple("AsyncRecord", "kind task thread func start_ns end_ns")
+AnnotationEvent = namedtuple("AnnotationEvent", "kind ts_ns thread task a b")
+del namedtuple
+cdef dict _EVENT_KINDS = {
+    ET_EV_LOG: "log",
+    ET_EV_TASK_BEGIN: "task_begin",
+    ET_EV_TASK_END: "task_end",
+    ET_EV_REGION_BEGIN: "region_begin",
+    ET_EV_REGION_END: "region_end",
+}
 
 
 cdef class Capture:
@@ -483,10 +469,10 @@ cdef class Capture:
         return bool(self._get().use_ticks)
 
     def threads(self):
-        """[(index, ident, native_id, Thread or None)] of every thread seen."""
+        """[ThreadEntry(thread_index, ident, native_id, Thread or None)] of every thread seen."""
         cdef et_capture* c = self._get()
-        return [(c.threads[i].index, c.threads[i].ident, c.threads[i].native_id,
-                 <object>c.threads[i].pythread if c.threads[i].pythread != NULL else None)
+        return [ThreadEntry(c.threads[i].index, c.threads[i].ident, c.threads[i].native_id,
+                            <object>c.threads[i].pythread if c.threads[i].pythread != NULL else None)
                 for i in range(c.n_threads)]
 
     def functions(self):
@@ -515,8 +501,8 @@ cdef class Capture:
         return [<object>c.tasks[i] for i in range(c.n_tasks)]
 
     def async_records(self):
-        """[(kind, task number, thread index, func, start_ns, end_ns)] of the
-        records that are asyncio task steps ("step") or create_task calls
+        """[AsyncRecord(kind, task number, thread index, func, start_ns, end_ns)]
+        of the records that are asyncio task steps ("step") or create_task calls
         ("create"), oldest first."""
         cdef et_capture* c = self._get()
         cdef Clock k = self._clock()
@@ -528,32 +514,31 @@ cdef class Capture:
         for j in range(kept):
             pos = (first + j) % kept
             r = &c.ring[pos]
-            if r.flags & 0xFF == ET_REC_STEP:
+            if ET_REC_KIND(r.flags) == ET_REC_STEP:
                 kind = "step"
-            elif r.flags & 0xFF == ET_REC_CREATE:
+            elif ET_REC_KIND(r.flags) == ET_REC_CREATE:
                 kind = "create"
             else:
                 continue
-            result.append((kind, r.flags >> 8, r.thread, r.func, to_ns(&k, r.start),
-                           to_ns(&k, r.end)))
+            result.append(AsyncRecord(kind, ET_REC_INDEX(r.flags), r.thread, r.func,
+                                      to_ns(&k, r.start), to_ns(&k, r.end)))
         return result
 
     def events(self):
-        """[(kind, ts_ns, thread index or -1, user task id, a, b)] of the user
+        """[AnnotationEvent(kind, ts_ns, thread index or -1, user task id, a, b)] of the user
         annotations other than plain regions: kind is "log" (a: category, b:
         message), "task_begin"/"task_end" (a: name) or "region_begin"/
         "region_end" (a region of a task; a: name)."""
         cdef et_capture* c = self._get()
         cdef Clock k = self._clock()
         cdef et_event* e
-        kinds = {1: "log", 2: "task_begin", 3: "task_end", 4: "region_begin", 5: "region_end"}
         result = []
         for i in range(c.n_events):
             e = &c.events[i]
-            result.append((kinds.get(e.kind, "?"), to_ns(&k, e.ts),
-                           <int64_t>e.thread if e.thread < c.n_threads else -1, e.task,
-                           <object>e.a if e.a != NULL else None,
-                           <object>e.b if e.b != NULL else None))
+            result.append(AnnotationEvent(_EVENT_KINDS.get(e.kind, "?"), to_ns(&k, e.ts),
+                                          <int64_t>e.thread if e.thread < c.n_threads else -1,
+                                          e.task, <object>e.a if e.a != NULL else None,
+                                          <object>e.b if e.b != NULL else None))
         return result
 
     cdef Clock _clock(self):
@@ -590,12 +575,12 @@ cdef class Capture:
         cdef Clock k = self._clock()
         cdef int64_t start_ns = c.start_clock.mono_ns
         cdef int64_t stop_ns = c.stop_clock.mono_ns
-        cdef uint64_t base = (<uint64_t>(pid & 0x3FFFFFFF) + 1) << 32
+        cdef uint64_t base = et_track_uuid_base(pid)
         cdef Out o
         memset(&o, 0, sizeof(Out))
         o.compress = compress_level
         o.compressor = <PyObject*>compressor if (compressor is not None and compress_level > 0) else NULL
-        if pb_reserve(&o.chunk, CHUNK_BYTES + 65536) < 0:
+        if pb_reserve(&o.chunk, ET_CHUNK_BYTES + 65536) < 0:
             raise MemoryError
         cdef ThreadPass w
         memset(&w, 0, sizeof(ThreadPass))
@@ -612,59 +597,62 @@ cdef class Capture:
         cdef et_gc_record* g
         try:
             # --- sequence 1: clocks, tracks, metadata, GC
-            m = _global_packet(start_ns).varint(F_SEQUENCE_FLAGS, SEQ_INCREMENTAL_STATE_CLEARED)
-            m.varint(F_TIMESTAMP_CLOCK_ID, CLOCK_MONOTONIC)
-            m.open(F_CLOCK_SNAPSHOT)
-            m.open(1).varint(1, CLOCK_MONOTONIC).varint(2, <uint64_t>start_ns).close()
-            m.open(1).varint(1, CLOCK_REALTIME).varint(2, <uint64_t>c.start_realtime_ns).close()
-            m.varint(2, CLOCK_MONOTONIC).close()
-            m.open(F_PACKET_DEFAULTS).varint(F_TIMESTAMP_CLOCK_ID, CLOCK_MONOTONIC).close()
+            m = _global_packet(start_ns).varint(PF_PACKET_SEQUENCE_FLAGS, PF_SEQ_INCREMENTAL_STATE_CLEARED)
+            m.varint(PF_PACKET_TIMESTAMP_CLOCK_ID, PF_CLOCK_MONOTONIC)
+            m.open(PF_PACKET_CLOCK_SNAPSHOT)
+            _clock(m, PF_CLOCK_MONOTONIC, start_ns).close()
+            _clock(m, PF_CLOCK_REALTIME, c.start_realtime_ns).close()
+            m.varint(PF_CLOCK_SNAPSHOT_PRIMARY_TRACE_CLOCK, PF_CLOCK_MONOTONIC).close()
+            m.open(PF_PACKET_DEFAULTS).varint(PF_DEFAULTS_TIMESTAMP_CLOCK_ID, PF_CLOCK_MONOTONIC).close()
             _append_packet(&o, m)
-            m = _global_packet(start_ns).open(F_TRACK_DESCRIPTOR).varint(1, base + UUID_PROCESS)
-            m.open(3).varint(1, pid).string(6, process_name).close().close()
+            m = _global_packet(start_ns).open(PF_PACKET_TRACK_DESCRIPTOR)
+            m.varint(PF_TRACK_UUID, base + ET_TRACK_PROCESS).open(PF_TRACK_PROCESS)
+            m.varint(PF_PROCESS_PID, pid).string(PF_PROCESS_NAME, process_name).close().close()
             _append_packet(&o, m)
-            for uuid, name in ((UUID_META, "exectrace"), (UUID_GC, "GC")):
-                m = _global_packet(start_ns).open(F_TRACK_DESCRIPTOR).varint(1, base + uuid)
-                m.varint(5, base + UUID_PROCESS).string(2, name).close()
+            for uuid, name in ((ET_TRACK_META, ET_META_TRACK_NAME), (ET_TRACK_GC, ET_GC_TRACK_NAME)):
+                m = _global_packet(start_ns).open(PF_PACKET_TRACK_DESCRIPTOR)
+                m.varint(PF_TRACK_UUID, base + uuid).varint(PF_TRACK_PARENT_UUID, base + ET_TRACK_PROCESS)
+                m.string(PF_TRACK_NAME, name).close()
                 _append_packet(&o, m)
             for t in range(c.n_threads):
-                m = _global_packet(start_ns).open(F_TRACK_DESCRIPTOR)
-                m.varint(1, base + UUID_THREAD0 + t).open(4).varint(1, pid)
-                m.varint(2, c.threads[t].native_id or c.threads[t].ident & 0x7FFFFFFF)
-                m.string(5, thread_names[t]).close().close()
+                m = _global_packet(start_ns).open(PF_PACKET_TRACK_DESCRIPTOR)
+                m.varint(PF_TRACK_UUID, base + ET_TRACK_THREAD0 + t).open(PF_TRACK_THREAD)
+                m.varint(PF_THREAD_PID, pid)
+                m.varint(PF_THREAD_TID, c.threads[t].native_id or c.threads[t].ident & 0x7FFFFFFF)
+                m.string(PF_THREAD_NAME, thread_names[t]).close().close()
                 _append_packet(&o, m)
-            m = _global_packet(start_ns).open(F_TRACK_EVENT)
-            m.varint(F_TE_TYPE, TYPE_SLICE_BEGIN).varint(F_TE_TRACK_UUID, base + UUID_META)
-            m.string(F_TE_NAME, "exectrace window")
+            m = _global_packet(start_ns).open(PF_PACKET_TRACK_EVENT)
+            m.varint(PF_EVENT_TYPE, PF_TYPE_SLICE_BEGIN).varint(PF_EVENT_TRACK_UUID, base + ET_TRACK_META)
+            m.string(PF_EVENT_NAME, ET_WINDOW_SLICE_NAME)
             for key, value in metadata:
                 _annotation(m, key, value)
             _append_packet(&o, m.close())
             if self.records_lost:
-                m = _global_packet(start_ns).open(F_TRACK_EVENT)
-                m.varint(F_TE_TYPE, TYPE_INSTANT).varint(F_TE_TRACK_UUID, base + UUID_META)
-                m.string(F_TE_NAME, "records lost")
+                m = _global_packet(start_ns).open(PF_PACKET_TRACK_EVENT)
+                m.varint(PF_EVENT_TYPE, PF_TYPE_INSTANT).varint(PF_EVENT_TRACK_UUID, base + ET_TRACK_META)
+                m.string(PF_EVENT_NAME, "records lost")
                 _annotation(m, "count", self.records_lost)
                 _append_packet(&o, m.close())
             for j in range(c.n_gc):
                 g = &c.gc[j]
-                m = _global_packet(to_ns(&k, g.start)).open(F_TRACK_EVENT)
-                m.varint(F_TE_TYPE, TYPE_SLICE_BEGIN).varint(F_TE_TRACK_UUID, base + UUID_GC)
-                m.string(F_TE_NAME, f"GC gen{g.generation}")
+                m = _global_packet(to_ns(&k, g.start)).open(PF_PACKET_TRACK_EVENT)
+                m.varint(PF_EVENT_TYPE, PF_TYPE_SLICE_BEGIN).varint(PF_EVENT_TRACK_UUID, base + ET_TRACK_GC)
+                m.string(PF_EVENT_NAME, f"GC gen{g.generation}")
                 _annotation(m, "generation", g.generation)
                 _annotation(m, "collected", g.collected)
                 _annotation(m, "uncollectable", g.uncollectable)
                 if g.thread < c.n_threads:
                     _annotation(m, "thread", thread_names[g.thread])
                 _append_packet(&o, m.close())
-                m = _global_packet(max(to_ns(&k, g.end), to_ns(&k, g.start))).open(F_TRACK_EVENT)
-                m.varint(F_TE_TYPE, TYPE_SLICE_END).varint(F_TE_TRACK_UUID, base + UUID_GC)
+                m = _global_packet(max(to_ns(&k, g.end), to_ns(&k, g.start))).open(PF_PACKET_TRACK_EVENT)
+                m.varint(PF_EVENT_TYPE, PF_TYPE_SLICE_END).varint(PF_EVENT_TRACK_UUID, base + ET_TRACK_GC)
                 _append_packet(&o, m.close())
-            m = _global_packet(stop_ns).open(F_TRACK_EVENT)
-            m.varint(F_TE_TYPE, TYPE_SLICE_END).varint(F_TE_TRACK_UUID, base + UUID_META)
+            m = _global_packet(stop_ns).open(PF_PACKET_TRACK_EVENT)
+            m.varint(PF_EVENT_TYPE, PF_TYPE_SLICE_END).varint(PF_EVENT_TRACK_UUID, base + ET_TRACK_META)
             _append_packet(&o, m.close())
 
             # --- per function: interned name and begin-event fields, prebuilt
-            categories = {"c": CATEGORY_C, "region": CATEGORY_REGION}
+            categories = {"c": ET_CATEGORY_C, "region": ET_CATEGORY_REGION}
             fb = <FuncBytes*>calloc(c.n_funcs + 1, sizeof(FuncBytes))
             if fb == NULL:
                 raise MemoryError
@@ -675,12 +663,12 @@ cdef class Capture:
                 has_location = kind == ET_FUNC_PY
                 cats = []
                 if kind == ET_FUNC_C:
-                    cats.append(CATEGORY_C)
+                    cats.append(ET_CATEGORY_C)
                 elif kind == ET_FUNC_REGION:
-                    cats.append(CATEGORY_REGION)
+                    cats.append(ET_CATEGORY_REGION)
                 if reason:
                     if reason not in categories:
-                        categories[reason] = CATEGORY_FIRST_REASON + len(categories) - 2
+                        categories[reason] = ET_CATEGORY_FIRST_REASON + len(categories) - 2
                     cats.append(categories[reason])
                 blob = _interned_blob(<uint32_t>(j + 1), has_location, name, file or "", line or 0)
                 tail = _event_tail(<uint32_t>(j + 1), cats, has_location, reason)
@@ -731,13 +719,13 @@ cdef class Capture:
                 first = offsets[t - 1] if t > 0 else 0
                 if offsets[t] == first:
                     continue
-                m = Msg_first_on_sequence(SEQ_FIRST_THREAD + t, start_ns, base + UUID_THREAD0 + t,
-                                          sequence_names)
+                m = _sequence_header(ET_SEQ_FIRST_THREAD + t, start_ns, base + ET_TRACK_THREAD0 + t,
+                                     sequence_names)
                 _append_packet(&o, m)
                 with nogil:
                     memset(w.defined, 0, c.n_funcs + 1)
                     rc = encode_thread(&o, c, &k, order + first, <uint32_t>(offsets[t] - first),
-                                       SEQ_FIRST_THREAD + t, &w, fb)
+                                       ET_SEQ_FIRST_THREAD + t, &w, fb)
                 if rc < 0 or o.failed:
                     raise MemoryError
             for packet in extra_packets or ():
@@ -765,8 +753,10 @@ cdef bytes _sequence_interned(dict categories):
     the debug annotation names its begin events use."""
     m = _Msg()
     for name, iid in categories.items():
-        m.open(1).varint(1, iid).string(2, name).close()
-    m.open(3).varint(1, ANNOTATION_BLOCKING).string(2, "blocking").close()
+        m.open(PF_INTERNED_EVENT_CATEGORIES).varint(PF_INTERNED_IID, iid)
+        m.string(PF_INTERNED_NAME, name).close()
+    m.open(PF_INTERNED_DEBUG_ANNOTATION_NAMES).varint(PF_INTERNED_IID, ET_ANNOTATION_BLOCKING)
+    m.string(PF_INTERNED_NAME, "blocking").close()
     return m.value()
 
 
@@ -774,52 +764,30 @@ cdef int _append_raw_packet(Out* o, bytes packet) except -1:
     cdef size_t n = len(packet)
     if pb_reserve(&o.chunk, n + 10) < 0:
         raise MemoryError
-    pb_varint(&o.chunk, PB_TAG(F_PACKET, PB_LEN))
+    pb_varint(&o.chunk, PB_TAG(PF_TRACE_PACKET, PB_LEN))
     pb_varint(&o.chunk, n)
     memcpy(o.chunk.data + o.chunk.len, <const char*>packet, n)
     o.chunk.len += n
-    if o.chunk.len >= CHUNK_BYTES and out_flush(o) < 0:
+    if o.chunk.len >= ET_CHUNK_BYTES and out_flush(o) < 0:
         raise MemoryError
     return 0
 
 
-def track_uuid(int pid, str what, int index=0):
-    """The uuid of a track of a file written for process `pid`: "process",
-    "meta" (the exectrace track), "thread" (by thread index), or "extra"
-    (tracks of extra packets, by index)."""
-    cdef uint64_t base = (<uint64_t>(pid & 0x3FFFFFFF) + 1) << 32
-    if what == "process":
-        return base + UUID_PROCESS
-    if what == "thread":
-        return base + UUID_THREAD0 + index
-    if what == "meta":
-        return base + UUID_META
-    if what == "extra":
-        return base + 0x80000000 + index
-    raise ValueError(what)
-
-
-def first_free_sequence(int n_threads):
-    """The first packet sequence id encode() leaves to extra packets."""
-    return SEQ_FIRST_THREAD + n_threads
-
-
-cdef _Msg Msg_first_on_sequence(uint32_t seq, int64_t start_ns, uint64_t track_uuid,
-                                bytes interned):
+cdef _Msg _sequence_header(uint32_t seq, int64_t start_ns, uint64_t track_uuid, bytes interned):
     """Clears the sequence's state and declares its incremental clock and track."""
     m = _Msg()
-    m.varint(F_SEQUENCE_ID, seq).varint(F_SEQUENCE_FLAGS, SEQ_INCREMENTAL_STATE_CLEARED)
-    m.varint(F_TIMESTAMP, <uint64_t>start_ns).varint(F_TIMESTAMP_CLOCK_ID, CLOCK_MONOTONIC)
-    m.open(F_CLOCK_SNAPSHOT)
-    m.open(1).varint(1, CLOCK_MONOTONIC).varint(2, <uint64_t>start_ns).close()
-    m.open(1).varint(1, CLOCK_INCREMENTAL).varint(2, <uint64_t>start_ns).varint(3, 1).close()
+    m.varint(PF_PACKET_SEQUENCE_ID, seq).varint(PF_PACKET_SEQUENCE_FLAGS, PF_SEQ_INCREMENTAL_STATE_CLEARED)
+    m.varint(PF_PACKET_TIMESTAMP, <uint64_t>start_ns).varint(PF_PACKET_TIMESTAMP_CLOCK_ID, PF_CLOCK_MONOTONIC)
+    m.open(PF_PACKET_CLOCK_SNAPSHOT)
+    _clock(m, PF_CLOCK_MONOTONIC, start_ns).close()
+    _clock(m, ET_CLOCK_INCREMENTAL, start_ns).varint(PF_CLOCK_IS_INCREMENTAL, 1).close()
     m.close()
-    m.open(F_PACKET_DEFAULTS).varint(F_TIMESTAMP_CLOCK_ID, CLOCK_INCREMENTAL)
-    m.open(11).varint(11, track_uuid).close().close()
+    m.open(PF_PACKET_DEFAULTS).varint(PF_DEFAULTS_TIMESTAMP_CLOCK_ID, ET_CLOCK_INCREMENTAL)
+    m.open(PF_DEFAULTS_TRACK_EVENT).varint(PF_TRACK_EVENT_DEFAULTS_TRACK_UUID, track_uuid).close().close()
     if interned:
         if pb_reserve(&m.b, len(interned) + 20) < 0:
             raise MemoryError
-        pb_field_bytes(&m.b, F_INTERNED_DATA, <const char*>interned, len(interned))
+        pb_field_bytes(&m.b, PF_PACKET_INTERNED_DATA, <const char*>interned, len(interned))
     return m
 
 

@@ -19,54 +19,25 @@ Track layout (children of the process track):
 
 from __future__ import annotations
 
-import struct
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from exectrace import _tracecore
-from exectrace._protowire import field_bytes, field_varint, varint
+from exectrace import _perfetto as pf
+from exectrace._protowire import field_bytes, field_double, field_fixed64, field_str, field_varint
 
-# TracePacket / TrackEvent / TrackDescriptor field numbers
-_TIMESTAMP = 8
-_SEQUENCE_ID = 10
-_TRACK_EVENT = 11
-_SEQUENCE_FLAGS = 13
-_TIMESTAMP_CLOCK_ID = 58
-_PACKET_DEFAULTS = 59
-_TRACK_DESCRIPTOR = 60
-_SLICE_BEGIN, _SLICE_END, _INSTANT, _COUNTER = 1, 2, 3, 4
-_CLOCK_MONOTONIC = 3
-_UNIT = {"ns": 1, "count": 2, "bytes": 3}
 #: The name of the instant that ends every file (on the exectrace track).
-TRAILER = "exectrace end of file"
+TRAILER = pf.TRAILER_NAME
 
 
-def _str(number: int, value: str) -> bytes:
-    # valid UTF-8 whatever the string holds: a lone surrogate is written as \udcxx
-    return field_bytes(number, value.encode("utf-8", "backslashreplace"))
-
-
-def _fixed64(number: int, value: int) -> bytes:
-    return varint((number << 3) | 1) + struct.pack("<Q", value & ((1 << 64) - 1))
-
-
-def _double(number: int, value: float) -> bytes:
-    return varint((number << 3) | 1) + struct.pack("<d", value)
-
-
-def _annotation(name: str, value: Any) -> bytes:
-    body = _str(10, name)
-    if isinstance(value, bool):
-        body += field_varint(2, int(value))
-    elif isinstance(value, int):
-        body += field_varint(3 if value >= 0 else 4, value)
-    elif isinstance(value, float):
-        body += _double(5, value)
-    else:
-        body += _str(6, str(value))
-    return field_bytes(4, body)
+def _event_head(type: int, track: int, name: str, categories: Sequence[str] = (),
+                args: Optional[dict[str, Any]] = None) -> bytes:
+    """A TrackEvent's type, track, name, categories and arguments."""
+    body = field_varint(pf.EVENT_TYPE, type) + field_varint(pf.EVENT_TRACK_UUID, track)
+    body += field_str(pf.EVENT_NAME, name)
+    body += b"".join(field_str(pf.EVENT_CATEGORIES, c) for c in categories)
+    return body + b"".join(pf.debug_annotation(k, v) for k, v in (args or {}).items())
 
 
 @dataclass
@@ -89,50 +60,47 @@ class Extras:
     _next_track: int = 0
 
     def new_track(self, name: str, parent: Optional[int] = None, counter_unit: str = "") -> int:
-        uuid = _tracecore.track_uuid(self.pid, "extra", self._next_track)
+        uuid = pf.track_uuid(self.pid, "extra", self._next_track)
         self._next_track += 1
-        body = field_varint(1, uuid) + _str(2, name)
-        body += field_varint(5, parent if parent is not None else _tracecore.track_uuid(self.pid, "process"))
+        body = field_varint(pf.TRACK_UUID, uuid) + field_str(pf.TRACK_NAME, name)
+        body += field_varint(pf.TRACK_PARENT_UUID,
+                             parent if parent is not None else pf.track_uuid(self.pid, "process"))
         if counter_unit:
-            body += field_bytes(8, field_varint(3, _UNIT[counter_unit]))
-        self.descriptors.append(field_bytes(_TRACK_DESCRIPTOR, body))
+            body += field_bytes(pf.TRACK_COUNTER,
+                                field_varint(pf.COUNTER_UNIT, pf.COUNTER_UNITS[counter_unit]))
+        self.descriptors.append(field_bytes(pf.PACKET_TRACK_DESCRIPTOR, body))
         return uuid
 
     def slice(self, track: int, start: int, end: int, name: str, categories: Sequence[str] = (),
               args: Optional[dict[str, Any]] = None, flows_out: Sequence[int] = (),
               flows_in: Sequence[int] = ()) -> None:
-        begin = field_varint(9, _SLICE_BEGIN) + field_varint(11, track) + _str(23, name)
-        begin += b"".join(_str(22, c) for c in categories)
-        begin += b"".join(_annotation(k, v) for k, v in (args or {}).items())
-        begin += b"".join(_fixed64(47, f) for f in flows_out)
-        begin += b"".join(_fixed64(48, f) for f in flows_in)
+        begin = _event_head(pf.TYPE_SLICE_BEGIN, track, name, categories, args)
+        begin += b"".join(field_fixed64(pf.EVENT_FLOW_IDS, f) for f in flows_out)
+        begin += b"".join(field_fixed64(pf.EVENT_TERMINATING_FLOW_IDS, f) for f in flows_in)
         self.events.append(_Event(start, 1, begin))
-        self.events.append(_Event(max(start, end), 0, field_varint(9, _SLICE_END) + field_varint(11, track)))
+        end_event = field_varint(pf.EVENT_TYPE, pf.TYPE_SLICE_END) + field_varint(pf.EVENT_TRACK_UUID, track)
+        self.events.append(_Event(max(start, end), 0, end_event))
 
     def instant(self, track: int, ts: int, name: str, categories: Sequence[str] = (),
                 args: Optional[dict[str, Any]] = None) -> None:
-        body = field_varint(9, _INSTANT) + field_varint(11, track) + _str(23, name)
-        body += b"".join(_str(22, c) for c in categories)
-        body += b"".join(_annotation(k, v) for k, v in (args or {}).items())
-        self.events.append(_Event(ts, 2, body))
+        self.events.append(_Event(ts, 2, _event_head(pf.TYPE_INSTANT, track, name, categories, args)))
 
     def counter(self, track: int, ts: int, value: float) -> None:
-        self.events.append(_Event(ts, 2, field_varint(9, _COUNTER) + field_varint(11, track) + _double(44, float(value))))
+        body = field_varint(pf.EVENT_TYPE, pf.TYPE_COUNTER) + field_varint(pf.EVENT_TRACK_UUID, track)
+        self.events.append(_Event(ts, 2, body + field_double(pf.EVENT_DOUBLE_COUNTER_VALUE, float(value))))
 
     def packets(self) -> list[bytes]:
         """The encoded packets: the sequence's first packet, the tracks, the
         events by time (a track's events never go back in time), and last the
         trailer: an instant that tells a reader the file is whole."""
         self.events.sort(key=lambda e: (e.ts, e.order))
-        self.events.append(_Event(self.stop_ns, 2, field_varint(9, _INSTANT) + field_varint(
-            11, _tracecore.track_uuid(self.pid, "meta")) + _str(23, TRAILER)))
-        seq = field_varint(_SEQUENCE_ID, self.sequence)
-        first = seq + field_varint(_SEQUENCE_FLAGS, 1) + field_varint(_TIMESTAMP, self.start_ns)
-        first += field_varint(_TIMESTAMP_CLOCK_ID, _CLOCK_MONOTONIC)
-        first += field_bytes(_PACKET_DEFAULTS, field_varint(_TIMESTAMP_CLOCK_ID, _CLOCK_MONOTONIC))
-        out = [first]
-        out += [seq + field_varint(_TIMESTAMP, self.start_ns) + d for d in self.descriptors]
-        out += [seq + field_varint(_TIMESTAMP, e.ts) + field_bytes(_TRACK_EVENT, e.body) for e in self.events]
+        self.events.append(_Event(self.stop_ns, 2, _event_head(
+            pf.TYPE_INSTANT, pf.track_uuid(self.pid, "meta"), pf.TRAILER_NAME)))
+        seq = field_varint(pf.PACKET_SEQUENCE_ID, self.sequence)
+        out = [pf.sequence_header(self.sequence, self.start_ns)]
+        out += [seq + field_varint(pf.PACKET_TIMESTAMP, self.start_ns) + d for d in self.descriptors]
+        out += [seq + field_varint(pf.PACKET_TIMESTAMP, e.ts) + field_bytes(pf.PACKET_TRACK_EVENT, e.body)
+                for e in self.events]
         return out
 
 
@@ -171,7 +139,7 @@ def add_asyncio(extras: Extras, capture: Any, names: Sequence[tuple[str, str, in
         target = next((s for s in steps.get(created, ()) if s[0] >= when), None)
         if creator is None or target is None or creator[2] == created:
             continue
-        flow = _tracecore.track_uuid(extras.pid, "extra", 0x10000000 + created)
+        flow = pf.track_uuid(extras.pid, "extra", 0x10000000 + created)
         flows_out[(creator[2], creator[0])].append(flow)
         flows_in[(created, target[0])].append(flow)
 
@@ -248,7 +216,7 @@ def add_annotations(extras: Extras, capture: Any, thread_names: Sequence[str]) -
             if thread not in log_tracks:
                 log_tracks[thread] = extras.new_track(
                     f"{thread_name(thread)} logs",
-                    parent=_tracecore.track_uuid(extras.pid, "thread", thread))
+                    parent=pf.track_uuid(extras.pid, "thread", thread))
             extras.instant(log_tracks[thread], ts, str(b), categories=(str(a),), args=args)
         elif kind in ("task_begin", "task_end"):
             task_track(task, str(a))

@@ -1,7 +1,8 @@
-"""Types of the native core (src/_tracecore.pyx)."""
+"""Types of the native core (src/_tracecore.pyx and the parts it includes,
+src/core/*.pxi): the whole surface the extension exposes to Python."""
 
 from collections.abc import Callable, Sequence
-from typing import Any, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 HAS_TICKS: bool
 HAS_SYS_MONITORING: bool
@@ -26,6 +27,8 @@ def is_active() -> bool: ...
 def stats() -> dict[str, int]: ...
 def after_fork_child() -> None: ...
 def ignore_thread(ident: int, ignored: bool = ...) -> None: ...
+
+# Benchmarks only: a hook on the same events that does nothing (bench/conftest.py).
 def floor_start(c_calls: bool = ..., tool_id: int = ...) -> None: ...
 def floor_stop() -> None: ...
 
@@ -74,10 +77,28 @@ class Task:
 def region(name: str) -> Region: ...
 def task(name: str) -> Task: ...
 def log(category: str, message: str) -> None: ...
-def track_uuid(pid: int, what: str, index: int = ...) -> int: ...
-def first_free_sequence(n_threads: int) -> int: ...
 
-FunctionEntry = Union[tuple[str, Any], tuple[str, str, Any, Any]]
+class ThreadEntry(NamedTuple):
+    thread_index: int
+    ident: int
+    native_id: int
+    thread: Any  # its threading.Thread, or None
+
+class AsyncRecord(NamedTuple):
+    kind: str  # "step" or "create"
+    task: int
+    thread: int
+    func: int
+    start_ns: int
+    end_ns: int
+
+class AnnotationEvent(NamedTuple):
+    kind: str  # "log", "task_begin", "task_end", "region_begin", "region_end"
+    ts_ns: int
+    thread: int  # -1: none
+    task: int
+    a: Any
+    b: Any
 
 class Capture:
     @property
@@ -95,11 +116,11 @@ class Capture:
     @property
     def used_ticks(self) -> bool: ...
     def release(self) -> None: ...
-    def threads(self) -> list[tuple[int, int, int, Any]]: ...
+    def threads(self) -> list[ThreadEntry]: ...
     def functions(self) -> list[tuple[Any, ...]]: ...
     def tasks(self) -> list[Any]: ...
-    def async_records(self) -> list[tuple[str, int, int, int, int, int]]: ...
-    def events(self) -> list[tuple[str, int, int, int, Any, Any]]: ...
+    def async_records(self) -> list[AsyncRecord]: ...
+    def events(self) -> list[AnnotationEvent]: ...
     def encode(
         self,
         *,
@@ -113,6 +134,20 @@ class Capture:
         blocking: Optional[list[str]] = ...,
         extra_packets: Optional[list[bytes]] = ...,
     ) -> bytes: ...
+
+# Tests only: a Capture made from given records (tests/unit/test_encode_golden.py).
+def _capture_for_tests(
+    *,
+    threads: list[tuple[int, int]],
+    functions: list[tuple[str, Any]],
+    records: list[tuple[int, int, int, int, int, int]],
+    gc: Optional[list[tuple[int, int, int, int, int, int]]] = ...,
+    start_ns: int,
+    stop_ns: int,
+    start_realtime_ns: int,
+    stop_realtime_ns: int,
+    capacity: int = ...,
+) -> Capture: ...
 
 class _Decoder:
     strings: list[str]
@@ -138,5 +173,7 @@ class _Decoder:
     problems: list[str]
     metadata_only: bool
     window_begin: Optional[tuple[int, dict[str, Any]]]
+
+class DecodeError(Exception): ...
 
 def decode(data: Union[bytes, bytearray, memoryview], metadata_only: bool = ...) -> _Decoder: ...

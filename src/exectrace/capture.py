@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from exectrace import _extras, _names, _tracecore, blocking, locks
+from exectrace import _extras, _names, _perfetto, _tracecore, blocking, locks
 from exectrace._compat import HAS_SYS_MONITORING, IS_LINUX, IS_MACOS
 from exectrace._files import write_atomic
 from exectrace._version import __version__
@@ -250,7 +250,7 @@ class ClosedWindow:
         reasons = [blocking.reason_of(name) or "" if entry[0] == "c" else ""
                    for entry, (name, _file, _line) in zip(functions, names)]
         pid = os.getpid()
-        extras = _extras.Extras(pid, _tracecore.first_free_sequence(len(threads)),
+        extras = _extras.Extras(pid, _perfetto.first_free_sequence(len(threads)),
                                 capture.start_monotonic_ns, capture.stop_monotonic_ns)
         stats = _extras.add_asyncio(extras, capture, names, threads, self.settings.slow_step)
         self.extras_stats = {f"asyncio.{k}": v for k, v in stats.items()}

@@ -19,14 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from exectrace import _tracecore
+from exectrace import _perfetto, _tracecore
 from exectrace.blocking import reason_of_slice
 from exectrace.errors import ExectraceError
 
 #: The slice on the "exectrace" track that spans the window and carries the metadata.
-WINDOW_SLICE = "exectrace window"
-GC_TRACK = "GC"
-META_TRACK = "exectrace"
+WINDOW_SLICE = _perfetto.WINDOW_SLICE_NAME
+GC_TRACK = _perfetto.GC_TRACK_NAME
+META_TRACK = _perfetto.META_TRACK_NAME
 #: read_metadata() looks no further: the window slice comes in the first
 #: compressed chunk (at most 512 KiB) of an exectrace file.
 METADATA_READ_BYTES = 1024 * 1024

@@ -3,7 +3,8 @@
 The golden files in tests/golden/ were produced by the code of commit 8e0aae9
 (before the native core was split by concern, issue 10) with only the
 test-only entry point `_tracecore._capture_for_tests` added to it, by running
-this file as a script there:
+this file as a script there (with `_tracecore` for `_perfetto`, which then
+held track_uuid and first_free_sequence):
 
     python tests/unit/test_encode_golden.py --write
 
@@ -18,7 +19,7 @@ import sys
 
 import pytest
 
-from exectrace import _extras, _tracecore
+from exectrace import _extras, _perfetto, _tracecore
 
 GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden")
 PID = 4242
@@ -71,13 +72,13 @@ METADATA = [("exectrace_version", "0.0-golden"), ("pid", PID), ("truncated", Fal
 
 
 def _extra_packets(n_threads: int) -> list[bytes]:
-    extras = _extras.Extras(pid=PID, sequence=_tracecore.first_free_sequence(n_threads),
+    extras = _extras.Extras(pid=PID, sequence=_perfetto.first_free_sequence(n_threads),
                             start_ns=START_NS, stop_ns=STOP_NS)
     steps = extras.new_track("asyncio Task-1 (main)")
     extras.slice(steps, 1_002_000, 1_003_000, "step", categories=("asyncio", "slow"),
                  args={"task": "Task-1", "slow": True, "count": 3, "neg": -1, "x": 1.5},
                  flows_out=(7,), flows_in=(9,))
-    logs = extras.new_track("MainThread logs", parent=_tracecore.track_uuid(PID, "thread", 0))
+    logs = extras.new_track("MainThread logs", parent=_perfetto.track_uuid(PID, "thread", 0))
     extras.instant(logs, 1_004_000, "hello", categories=("app",), args={"message": "hello"})
     _extras.add_counters(extras, [("rss", "bytes", [(1_000_500, 1 << 20), (1_009_500, 3 << 20)]),
                                   ("cpu", "ns", [(1_005_000, 12.5), (2_000_000, 1.0)])])

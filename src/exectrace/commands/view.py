@@ -28,6 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO, Optional
 from urllib.parse import quote, unquote, urlsplit
 
+from exectrace._perfetto import TRACE_PACKET
+from exectrace._protowire import LEN, read_varint, tag
 from exectrace.errors import ExectraceError
 
 HELP = "open a trace file in the Perfetto UI (served once from 127.0.0.1:9001)"
@@ -216,22 +218,11 @@ def _open_regular(path: str) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
+#: Every record of a trace file: Trace.packet, length-delimited.
+_PACKET_TAG = tag(TRACE_PACKET, LEN)
 #: Packets whose framing is checked before serving (enough to tell a trace
 #: from another file without reading all of a large one).
 _CHECK_PACKETS = 4096
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """(value, position after it); (-1, pos) if `data` ends inside it."""
-    value = shift = 0
-    while pos < len(data) and shift < 64:
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    return -1, pos
 
 
 def check_file(path: str) -> Optional[str]:
@@ -258,9 +249,9 @@ def check_file(path: str) -> Optional[str]:
                 return None
             f.seek(pos)
             head = f.read(20)
-            tag, at = _varint(head, 0)
-            length, at = _varint(head, at) if tag == 0x0A else (-1, at)
-            if tag != 0x0A or length < 0:
+            tag, at = read_varint(head, 0)
+            length, at = read_varint(head, at) if tag == _PACKET_TAG else (-1, at)
+            if tag != _PACKET_TAG or length < 0:
                 if n == 0:
                     raise ExectraceError(f"{path} is not a Perfetto trace (no trace packet at its start)")
                 return f"no trace packet at byte {pos} of {size}"
