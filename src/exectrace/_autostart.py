@@ -33,7 +33,7 @@ def start_from_env(environ: Mapping[str, str]) -> bool:
     except ExectraceConfigError as e:
         warn(f"{e}; tracing stays off")
         return False
-    if settings.interval <= 0:
+    if not settings.enabled:
         if given and INTERVAL_VAR not in given:
             warn(f"{', '.join(given)} set but {INTERVAL_VAR} is not: tracing stays off "
                  f"(set e.g. {INTERVAL_VAR}=15m)")

@@ -19,9 +19,9 @@ from exectrace.settings import Settings, from_env, resolve
 
 
 def _current_settings() -> Settings:
-    running = _controller.current()
-    if running is not None:
-        return running.settings
+    controller = _controller.current()
+    if controller is not None:
+        return controller.settings
     return from_env(os.environ)[0]
 
 
@@ -49,8 +49,8 @@ def stop() -> None:
 def status() -> dict[str, Any]:
     """Settings in force, whether a window is open, when the next one opens,
     the dump directory's files and bytes, counters and the last error."""
-    running = _controller.current()
-    if running is None:
+    controller = _controller.current()
+    if controller is None:
         settings = _current_settings()
         return {
             "enabled": False,
@@ -59,4 +59,4 @@ def status() -> dict[str, Any]:
             "dump_dir": os.path.abspath(settings.dump_dir),
             "last_error": None,
         }
-    return running.status()
+    return controller.status()

@@ -27,7 +27,7 @@ from exectrace._files import write_atomic
 from exectrace._version import __version__
 from exectrace.counters import CounterSampler, Samples
 from exectrace.errors import ExectraceError
-from exectrace.settings import Settings, defaults, resolve
+from exectrace.settings import WINDOW, Settings, from_env, resolve, window_settings
 
 logger = logging.getLogger("exectrace")
 
@@ -164,7 +164,6 @@ class Window:
     settings: Settings
     hook: str = ""
     thread_names: dict[int, str] = field(default_factory=dict)
-    started_at: float = 0.0
     sampler: Optional[CounterSampler] = None
 
     @classmethod
@@ -310,13 +309,14 @@ _tracing_lock = threading.Lock()
 def tracing(path: str | os.PathLike[str], **options: Any) -> Iterator[Window]:
     """Traces the block into one file at `path`, written when the block exits.
 
-    Options are settings (see exectrace.settings): buffer_size, c_calls,
-    min_duration, max_depth, include, exclude, compress, clock.
+    Options are the settings that apply to a window (see exectrace.settings):
+    {options}. Each defaults to its EXECTRACE_* variable when that is set,
+    else to the setting's default.
 
         with exectrace.tracing("run.out", c_calls=False):
             work()
     """
-    settings = resolve(defaults(), **options)
+    settings = resolve(from_env(os.environ, scope=WINDOW)[0], **options)
     target = os.fspath(path)
     if not _tracing_lock.acquire(blocking=False):
         raise ExectraceError("exectrace.tracing() is already active in this process")
@@ -337,3 +337,7 @@ def tracing(path: str | os.PathLike[str], **options: Any) -> Iterator[Window]:
         if installed_locks:
             locks.uninstall()
         _tracing_lock.release()
+
+
+if tracing.__doc__:  # None under python -OO
+    tracing.__doc__ = tracing.__doc__.format(options=", ".join(window_settings()))

@@ -95,6 +95,7 @@ class Controller:
         self._writer: Optional[threading.Thread] = None
         self._warnings = _Warnings()
         self._last_name = ""
+        self._collect_requested = False  # a settings change asks the writer to collect
         self.windows_written = 0
         self.windows_failed = 0
         self.windows_dropped = 0
@@ -135,7 +136,7 @@ class Controller:
             if "duration" in changed:
                 self._schedule.set_duration(now, settings.duration)
             if "interval" in changed:
-                if settings.interval <= 0 and self._window is not None:
+                if not settings.enabled and self._window is not None:
                     self._close_reason = "configure"
                 self._schedule.set_interval(now, settings.interval)
             if changed & {"dump_dir", "total_dump_size_limit"}:
@@ -164,7 +165,8 @@ class Controller:
                 if not self._pending or (self._writer is not None and self._writer.is_alive()):
                     break
                 closed = self._pending.popleft()
-            self._write(closed)
+                settings = self.settings
+            self._write(closed, settings)
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -176,7 +178,7 @@ class Controller:
             except OSError:
                 files, used = 0, 0
             return {
-                "enabled": self._running and self.settings.interval > 0,
+                "enabled": self._running and self.settings.enabled,
                 "settings": self.settings.as_display_dict(),
                 "window_open": self._window is not None,
                 "window_started": (utc_iso(int(self._window_started_wall * 1e9), "milliseconds")
@@ -266,8 +268,6 @@ class Controller:
         self._pending_ready.notify_all()
 
     # -------------------------------------------------------------- writer
-    _collect_requested = False
-
     def _run_writer(self) -> None:
         while True:
             with self._lock:
@@ -285,11 +285,12 @@ class Controller:
             if closed is None:
                 self._collect(settings)
             else:
-                self._write(closed)
+                self._write(closed, settings)
 
-    def _write(self, closed: ClosedWindow) -> None:
-        """Encodes and writes one window, collecting the directory in the same step; never raises."""
-        settings = self.settings
+    def _write(self, closed: ClosedWindow, settings: Settings) -> None:
+        """Encodes and writes one window into the dump directory of `settings`
+        (as they were when the writer took the window), collecting the
+        directory in the same step; never raises."""
         directory = settings.dump_dir
         gc_error: Optional[BaseException] = None
         try:
@@ -363,6 +364,7 @@ class Controller:
         self._scheduler = self._writer = None
         self._schedule = Schedule(self.settings.interval, self.settings.duration)
         self._last_name = ""
+        self._collect_requested = False
 
 
 _malloc_trim: Any = None
@@ -448,14 +450,13 @@ def start_controller(settings: Settings) -> Controller:
 def _apply_trace_locks(settings: Settings) -> None:
     """While tracing is on (and trace_locks), threading.Lock/RLock make traced
     locks, whose `with lock:` waits are recorded (see exectrace.locks)."""
-    if settings.trace_locks and settings.interval > 0:
+    if settings.trace_locks and settings.enabled:
         locks.install()
     else:
         locks.uninstall()
 
 
 def stop_controller(reason: str = "stop") -> None:
-    global _controller
     with _state_lock:
         controller = _controller
     if controller is not None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from exectrace.settings import interval_enables
+
 OPEN = "open"
 CLOSE = "close"
 
@@ -30,23 +32,27 @@ class Schedule:
     next_start: Optional[int] = None  # None: no window planned
 
     @property
+    def enabled(self) -> bool:
+        return interval_enables(self.interval)
+
+    @property
     def window_open(self) -> bool:
         return self.window_start is not None
 
     def enable(self, now: int) -> None:
         """Tracing turned on (or the process forked): the first window is due now."""
         self.last_start = None
-        self.next_start = now if self.interval > 0 else None
+        self.next_start = now if self.enabled else None
 
     def _plan_after(self, start: int) -> Optional[int]:
-        if self.interval <= 0:
+        if not self.enabled:
             return None
         return start + max(self.interval, self.duration)
 
     def closes_at(self) -> Optional[int]:
         if self.window_start is None:
             return None
-        if self.interval <= 0:
+        if not self.enabled:
             return self.window_start  # interval 0: close at once
         return self.window_start + self.duration
 
@@ -76,7 +82,7 @@ class Schedule:
 
     def set_interval(self, now: int, interval: int) -> None:
         self.interval = interval
-        if interval <= 0:
+        if not self.enabled:
             self.next_start = None
         elif self.last_start is None:
             self.next_start = now
@@ -86,7 +92,7 @@ class Schedule:
 
     def set_duration(self, now: int, duration: int) -> None:
         self.duration = duration
-        if self.last_start is not None and self.interval > 0:
+        if self.last_start is not None and self.enabled:
             planned = self._plan_after(self.last_start)
             if planned is not None:
                 self.next_start = max(now, planned) if self.window_start is None else planned

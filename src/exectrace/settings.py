@@ -44,17 +44,20 @@ __all__ = [
     "Setting",
     "Settings",
     "Size",
+    "SCHEDULE",
+    "WINDOW",
     "defaults",
-    "env_is_configured",
     "format_duration",
     "format_size",
     "from_env",
+    "interval_enables",
     "markdown_table",
     "parse_duration",
     "parse_size",
     "parse_value",
     "resolve",
     "unknown_env_vars",
+    "window_settings",
 ]
 
 T = TypeVar("T")
@@ -481,6 +484,11 @@ class Path(Kind[str]):
 # ---------------------------------------------------------------------------
 
 
+#: A setting's scope: what it applies to.
+SCHEDULE = "schedule"  # the automatic tracer's schedule and dump directory
+WINDOW = "window"  # what one trace window records and how its file is written
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """One row of the settings table."""
@@ -491,6 +499,9 @@ class Setting:
     default: Any
     help: str
     example: str
+    #: SCHEDULE or WINDOW. Window settings are the ones `exectrace.tracing()`
+    #: and `exectrace record` take (as options, and from the environment).
+    scope: str
     aliases: tuple[str, ...] = ()
     min: Optional[int] = None
     max: Optional[int] = None
@@ -565,77 +576,77 @@ _TABLE = (
     Setting(
         "interval", "EXECTRACE_INTERVAL", Duration(), 0,
         "Start-to-start time between trace windows; 0 disables tracing.",
-        "15m", aliases=(_ALIAS + "interval",),
+        "15m", aliases=(_ALIAS + "interval",), scope=SCHEDULE,
     ),
     Setting(
         "duration", "EXECTRACE_DURATION", Duration(), 10 * _SECOND,
         "Length of each trace window.",
-        "30s", aliases=(_ALIAS + "duration",), min=1,
+        "30s", aliases=(_ALIAS + "duration",), min=1, scope=SCHEDULE,
     ),
     Setting(
         "total_dump_size_limit", "EXECTRACE_TOTAL_DUMP_SIZE_LIMIT", Size(), 4 * _GiB,
         "Soft limit on the total bytes of trace files kept in the dump directory.",
-        "8GiB", aliases=(_ALIAS + "total_dump_size_limit",), min=0,
+        "8GiB", aliases=(_ALIAS + "total_dump_size_limit",), scope=SCHEDULE,
     ),
     Setting(
         "dump_dir", "EXECTRACE_DIR", Path(), "./executiontrace_dump",
         "Directory the trace files are written to.",
-        "/var/tmp/executiontrace_dump",
+        "/var/tmp/executiontrace_dump", scope=SCHEDULE,
     ),
     Setting(
         "buffer_size", "EXECTRACE_BUFFER_SIZE", Size(), 64 * _MiB,
         "Bound on the recorder's memory; when full, the oldest records are overwritten.",
-        "256MiB", min=64 * _KiB, max=64 * _GiB,
+        "256MiB", min=64 * _KiB, max=64 * _GiB, scope=WINDOW,
     ),
     Setting(
         "c_calls", "EXECTRACE_C_CALLS", Bool(), True,
         "Record calls of C functions (builtins and C methods).",
-        "false",
+        "false", scope=WINDOW,
     ),
     Setting(
         "min_duration", "EXECTRACE_MIN_DURATION", Duration(), 0,
         "Calls shorter than this are not written.",
-        "50us",
+        "50us", scope=WINDOW,
     ),
     Setting(
         "max_depth", "EXECTRACE_MAX_DEPTH", Int(), 0,
         "Calls nested deeper than this are not written; 0 means unlimited.",
-        "64", min=0, max=100_000,
+        "64", min=0, max=100_000, scope=WINDOW,
     ),
     Setting(
         "include", "EXECTRACE_INCLUDE", PrefixList(), (),
         "Only trace Python code from these modules or path prefixes (all when empty).",
-        "myapp,mylib.core",
+        "myapp,mylib.core", scope=WINDOW,
     ),
     Setting(
         "exclude", "EXECTRACE_EXCLUDE", PrefixList(), (),
         "Never trace Python code from these modules or path prefixes.",
-        "myapp.vendored,/usr/lib/python3",
+        "myapp.vendored,/usr/lib/python3", scope=WINDOW,
     ),
     Setting(
         "compress", "EXECTRACE_COMPRESS", Bool(), True,
         "Compress the packets of trace files with zlib.",
-        "false",
+        "false", scope=WINDOW,
     ),
     Setting(
         "clock", "EXECTRACE_CLOCK", Choice("auto", "tsc", "monotonic"), "auto",
         "Timestamp source: the CPU's TSC where safe (auto), always TSC, or CLOCK_MONOTONIC.",
-        "monotonic",
+        "monotonic", scope=WINDOW,
     ),
     Setting(
         "counters_interval", "EXECTRACE_COUNTERS_INTERVAL", Duration(), 10 * _MILLISECOND,
         "How often counters (RSS, CPU time, threads, GC counts) are sampled in a window; 0: never.",
-        "50ms", min=0,
+        "50ms", scope=WINDOW,
     ),
     Setting(
         "slow_step", "EXECTRACE_SLOW_STEP", Duration(), 100 * _MILLISECOND,
         "An asyncio task step holding the event loop this long is flagged as slow; 0: never.",
-        "250ms", min=0,
+        "250ms", scope=WINDOW,
     ),
     Setting(
         "trace_locks", "EXECTRACE_TRACE_LOCKS", Bool(), True,
         "While tracing is on, threading.Lock/RLock make locks whose `with lock:` waits are recorded.",
-        "false",
+        "false", scope=WINDOW,
     ),
 )
 
@@ -702,6 +713,11 @@ class Settings:
     def __getitem__(self, name: str) -> Any:
         return getattr(self, _lookup(name).name)
 
+    @property
+    def enabled(self) -> bool:
+        """Whether the automatic tracer opens windows: interval 0 turns it off."""
+        return interval_enables(self.interval)
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied; values are in stored form (as :meth:`as_dict`).
 
@@ -730,6 +746,17 @@ if tuple(SETTINGS) != _FIELDS:  # pragma: no cover - a programming error caught 
     raise RuntimeError(f"Settings fields {_FIELDS} do not match the table {tuple(SETTINGS)}")
 
 
+def interval_enables(interval: int) -> bool:
+    """The one rule of what turns the automatic tracer on: an interval > 0."""
+    return interval > 0
+
+
+def window_settings() -> list[str]:
+    """Names of the settings that apply to one window (scope WINDOW), in table
+    order: the options of `exectrace.tracing()` and `exectrace record`."""
+    return [name for name, s in SETTINGS.items() if s.scope == WINDOW]
+
+
 def defaults() -> Settings:
     """Every setting at its default."""
     return Settings(**{name: s.default for name, s in SETTINGS.items()})
@@ -751,8 +778,10 @@ def _env_value(environ: Mapping[str, str], var: str) -> Optional[str]:
     return raw if raw is not None and raw.strip() else None
 
 
-def from_env(environ: Mapping[str, str], base: Optional[Settings] = None) -> tuple[Settings, list[str]]:
-    """Layer the ``EXECTRACE_*`` variables over ``base`` (defaults if None).
+def from_env(environ: Mapping[str, str], base: Optional[Settings] = None,
+             scope: Optional[str] = None) -> tuple[Settings, list[str]]:
+    """Layer the ``EXECTRACE_*`` variables over ``base`` (defaults if None);
+    with ``scope``, only the variables of the settings of that scope.
 
     Returns the settings and the names of the variables that were set, in table
     order. A blank variable counts as unset. Raises ExectraceConfigError, naming
@@ -761,6 +790,8 @@ def from_env(environ: Mapping[str, str], base: Optional[Settings] = None) -> tup
     changes: dict[str, Any] = {}
     used: list[str] = []
     for setting in _TABLE:
+        if scope is not None and setting.scope != scope:
+            continue
         raw = _env_value(environ, setting.env)
         if raw is None:
             continue
@@ -790,15 +821,12 @@ def resolve(base: Settings, **api_values: Any) -> Settings:
     return base.replace(**changes)
 
 
-def env_is_configured(environ: Mapping[str, str]) -> bool:
-    """True when any variable of the table is set (and not blank). Cheap."""
-    return any(_env_value(environ, var) is not None for var in _ENV_VARS)
-
-
 def unknown_env_vars(environ: Mapping[str, str]) -> list[str]:
     """One warning per ``EXECTRACE_*`` variable the table does not know, with a suggestion.
 
-    Catches typos such as ``EXECTRACE_INTERVL`` that would otherwise be ignored.
+    Autostart calls it, which runs only when ``EXECTRACE_INTERVAL`` is set: it
+    catches a misspelt companion (``EXECTRACE_DURATON``), not a misspelt
+    ``EXECTRACE_INTERVAL`` (nothing is imported then).
     """
     import difflib
 
@@ -819,8 +847,10 @@ def markdown_table() -> str:
         default = s.format(s.default)
         meaning = s.help
         bounds = s.bounds_text()
-        if bounds and not (s.min == 0 and s.max is None):  # "at least 0" goes without saying
+        if bounds:
             meaning += f" {bounds[0].upper()}{bounds[1:]}."
+        if s.scope == SCHEDULE:
+            meaning += " Automatic tracer only."
         if s.aliases:
             meaning += " Also accepted as " + ", ".join(f"`{a}`" for a in s.aliases) + "."
         cells = (f"`{s.name}`", f"`{s.env}`", f"`{default}`" if default else "(none)", meaning)

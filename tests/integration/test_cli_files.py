@@ -385,7 +385,8 @@ def test_debug_zip_layout(dump, tmp_path):
     settings = json.loads(content["nodes/web-1/settings.json"])
     assert settings["environment"]["dump_dir"] == "./executiontrace_dump"
     assert settings["environment"]["total_dump_size_limit"] == "4GiB"
-    assert settings["tracer"] is None  # no tracer running in the command's process
+    # the command's own process traces nothing: no status of a tracer of its own
+    assert "tracer" not in settings
     assert settings["dump_dirs"][0]["path"] == os.path.abspath(d)
     assert [f["name"] for f in settings["dump_dirs"][0]["files"]] == [os.path.basename(f) for f in files]
     versions = json.loads(content["versions.json"])

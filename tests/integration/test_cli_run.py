@@ -111,3 +111,22 @@ def test_bad_input_is_one_line(program, tmp_path):
     assert "no module named" in one_line_error(cli("record", "-o", str(tmp_path / "m.out"), "-m", "no_such_mod_x"))
     usage = cli("record", str(program))  # -o is required
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
+
+
+def test_record_takes_window_settings_from_the_environment(program, tmp_path):
+    out = tmp_path / "run.out"
+    result = cli("record", "-o", str(out), "--c-calls", "false", str(program), "0",
+                 env={"EXECTRACE_TRACE_LOCKS": "false", "EXECTRACE_C_CALLS": "true",
+                      "EXECTRACE_SLOW_STEP": "250ms", "EXECTRACE_INTERVAL": "banana"})
+    assert result.returncode == 0, result.stderr  # schedule variables are not read
+    settings = exectrace.read(out).metadata.settings
+    assert settings["trace_locks"] == "false"  # from the environment
+    assert settings["slow_step"] == "250ms"
+    assert settings["c_calls"] == "false"  # an option wins over the environment
+
+
+def test_record_names_a_bad_environment_variable(program, tmp_path):
+    result = cli("record", "-o", str(tmp_path / "run.out"), str(program), "0",
+                 env={"EXECTRACE_MAX_DEPTH": "deep"})
+    assert "EXECTRACE_MAX_DEPTH" in one_line_error(result)
+    assert not (tmp_path / "run.out").exists()

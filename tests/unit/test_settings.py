@@ -638,29 +638,9 @@ def test_from_env_bound_error_names_the_variable() -> None:
     assert str(info.value).startswith("invalid EXECTRACE_DURATION='0s': must be > 0; expected a duration like '30s'")
 
 
-@pytest.mark.parametrize(
-    ("environ", "expected"),
-    [
-        ({}, False),
-        ({"PATH": "/bin", "HOME": "/root"}, False),
-        ({"EXECTRACE_INTERVAL": "15m"}, True),
-        ({"EXECTRACE_CLOCK": "tsc"}, True),
-        ({"EXECTRACE_DIR": "/tmp"}, True),
-        ({"EXECTRACE_INTERVAL": ""}, False),
-        ({"EXECTRACE_INTERVAL": "  "}, False),
-        ({"EXECTRACE_INTERVL": "15m"}, False),
-        ({"exectrace_interval": "15m"}, False),
-        ({"EXECTRACE_INTERVAL": "banana"}, True),  # configured, even if badly
-    ],
-)
-def test_env_is_configured(environ: dict[str, str], expected: bool) -> None:
-    assert S.env_is_configured(environ) is expected
-
-
-def test_env_is_configured_agrees_with_from_env() -> None:
+def test_from_env_reads_every_variable_of_the_table() -> None:
     for setting in S.SETTINGS.values():
         environ = {setting.env: setting.example}
-        assert S.env_is_configured(environ)
         assert S.from_env(environ)[1] == [setting.env]
 
 
@@ -701,3 +681,35 @@ def test_readme_settings_reference_is_the_table():
     start = readme.index("<!-- settings-table:start -->") + len("<!-- settings-table:start -->")
     end = readme.index("<!-- settings-table:end -->")
     assert readme[start:end].strip() == markdown_table().strip()
+
+
+def test_every_setting_has_a_scope() -> None:
+    assert {s.scope for s in S.SETTINGS.values()} == {S.SCHEDULE, S.WINDOW}
+    assert [n for n, s in S.SETTINGS.items() if s.scope == S.SCHEDULE] == [
+        "interval", "duration", "total_dump_size_limit", "dump_dir"]
+    assert S.window_settings() == [n for n, s in S.SETTINGS.items() if s.scope == S.WINDOW]
+
+
+def test_window_settings_are_what_tracing_and_record_take() -> None:
+    from exectrace import tracing
+    from exectrace.commands import record
+
+    assert S.window_settings() == record.OPTIONS
+    assert {"trace_locks", "counters_interval", "slow_step"} <= set(record.OPTIONS)
+    assert tracing.__doc__ is not None
+    listed = tracing.__doc__.split("(see exectrace.settings):")[1].split(".")[0]
+    assert [name.strip() for name in listed.split(",")] == S.window_settings()
+
+
+def test_from_env_by_scope() -> None:
+    environ = {"EXECTRACE_INTERVAL": "banana", "EXECTRACE_TRACE_LOCKS": "false"}
+    settings, used = S.from_env(environ, scope=S.WINDOW)
+    assert used == ["EXECTRACE_TRACE_LOCKS"] and settings.trace_locks is False
+    with pytest.raises(ExectraceConfigError, match="EXECTRACE_INTERVAL"):
+        S.from_env(environ, scope=S.SCHEDULE)
+
+
+@pytest.mark.parametrize(("interval", "enabled"), [(0, False), (1, True), (15 * 60 * 10**9, True)])
+def test_settings_enabled(interval: int, enabled: bool) -> None:
+    assert S.defaults().replace(interval=interval).enabled is enabled
+    assert S.interval_enables(interval) is enabled

@@ -4,9 +4,7 @@ file, to attach to a bug report (like CockroachDB's `cockroach debug zip`):
   nodes/<node>/executiontrace/<trace file>   the trace files of the dump dirs
   nodes/<node>/settings.json                 the settings in force (from the
                                              environment), the dump dirs and
-                                             what was taken from each, and the
-                                             status of this process's tracer if
-                                             one is running
+                                             what was taken from each
   versions.json                              exectrace, Python, platform
 
 <node> is this host's name (--node to choose another). Only files exectrace
@@ -153,20 +151,7 @@ def _settings_doc(dirs: list[str], taken: dict[str, list[dict[str, Any]]],
         doc["environment_error"] = str(e)
     doc["dump_dirs"] = [{"path": os.path.abspath(d), "files": taken.get(d, [])} for d in dirs]
     doc["skipped"] = skipped
-    doc["tracer"] = _tracer_status()
     return doc
-
-
-def _tracer_status() -> Optional[dict[str, Any]]:
-    """exectrace.status() of this process if its tracer is running, else None."""
-    from exectrace import api, controller
-
-    if controller.current() is None:
-        return None
-    try:
-        return api.status()
-    except Exception as e:  # the report must not fail for the status of a tracer
-        return {"error": repr(e)}
 
 
 def _versions_doc() -> dict[str, Any]:

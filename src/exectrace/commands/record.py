@@ -4,7 +4,8 @@
   exectrace record -o run.out --c-calls false -m mypackage.tool arg
 
 The program runs in this process as __main__; the file is written when it
-ends (also when it raises or calls sys.exit). Use a buffer large enough for
+ends (also when it raises or calls sys.exit). Settings not given as options
+come from their EXECTRACE_* variables, as for exectrace.tracing(). Use a buffer large enough for
 the run (--buffer-size): when it fills, the oldest calls are dropped and the
 file says how many."""
 
@@ -21,10 +22,12 @@ from exectrace.commands._program import (
     setting_values,
 )
 from exectrace.errors import ExectraceError
+from exectrace.settings import window_settings
 
 HELP = "trace a whole run of a Python program (script or -m module) into one file"
 
-OPTIONS = ["buffer_size", "c_calls", "min_duration", "max_depth", "include", "exclude", "compress", "clock"]
+#: The settings that apply to a window; the others (the schedule's) mean nothing here.
+OPTIONS = window_settings()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
