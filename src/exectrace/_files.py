@@ -1,4 +1,5 @@
-"""Writing files so that readers see all of a file or none of it."""
+"""Writing files so that readers see all of a file or none of it; telling a
+terminal from a file."""
 
 from __future__ import annotations
 
@@ -67,3 +68,11 @@ def output_file(out: str, *, force: bool, exists: str) -> Iterator[tuple[int, st
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+def is_tty(stream: object) -> bool:
+    """Whether `stream` is a terminal (False for anything that cannot tell)."""
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):
+        return False

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any, Optional, Union
 
+from exectrace._files import is_tty
 from exectrace._protowire import field_bytes, field_varint, varint
 from exectrace.blocking import reason_of_slice
 from exectrace.reader import Trace
@@ -60,7 +61,7 @@ class _Progress:
 
     def __init__(self, total: int, label: str, enabled: Optional[bool]) -> None:
         if enabled is None:
-            enabled = total >= PROGRESS_MIN_SLICES and _isatty(sys.stderr)
+            enabled = total >= PROGRESS_MIN_SLICES and is_tty(sys.stderr)
         self.enabled = enabled and total > 0
         self.total = total
         self.label = label
@@ -79,13 +80,6 @@ class _Progress:
         if self.enabled and self.shown >= 0:
             sys.stderr.write("\r" + " " * (len(self.label) + 6) + "\r")
             sys.stderr.flush()
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
 
 
 def slice_order(trace: Trace) -> list[int]:

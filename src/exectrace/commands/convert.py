@@ -23,8 +23,8 @@ import stat
 import sys
 
 from exectrace import export
-from exectrace._files import output_file
-from exectrace.commands.ls import human_size
+from exectrace._files import is_tty, output_file
+from exectrace.commands._format import human_size
 from exectrace.errors import ExectraceError
 from exectrace.reader import read
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     to_stdout = out == "-"
     if not to_stdout and os.path.exists(args.file):  # (a missing input: read() says so)
         _check_output(args.file, out, args.force)
-    if to_stdout and args.to == "pprof" and _isatty(sys.stdout):
+    if to_stdout and args.to == "pprof" and is_tty(sys.stdout):
         raise ExectraceError("refusing to write a binary pprof profile to a terminal (use -o FILE)")
 
     trace = read(args.file, allow_damaged=True)
@@ -99,10 +99,3 @@ def _check_output(source: str, out: str, force: bool) -> None:
     directory = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(directory):
         raise ExectraceError(f"cannot write {out}: directory {directory} does not exist")
-
-
-def _isatty(stream: object) -> bool:
-    try:
-        return bool(stream.isatty())  # type: ignore[attr-defined]
-    except (AttributeError, ValueError, OSError):
-        return False

@@ -22,6 +22,7 @@ import stat
 from typing import Any, Optional
 
 from exectrace import dumpstore
+from exectrace.commands._format import human_size
 from exectrace.errors import ExectraceError
 from exectrace.reader import Trace, read, read_metadata
 from exectrace.settings import format_size, from_env, parse_size
@@ -39,18 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not open the files: only what their names and sizes say")
     parser.add_argument("--verify", action="store_true",
                         help="decode each file whole: count its slices and report damage (slow on big dirs)")
-
-
-def human_size(n: int) -> str:
-    """1023 B, 2.2 KiB, 15.0 MiB, 4.0 GiB."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024 or unit == "TiB":
-            break
-    return f"{value:.1f} {unit}"
 
 
 def _int(value: Any) -> Optional[int]:
