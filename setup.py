@@ -57,6 +57,7 @@ setup(
             "cdivision": True,
             "initializedcheck": False,
             "embedsignature": True,
+            "autotestdict": False,
         },
     ),
 )

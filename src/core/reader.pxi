@@ -16,8 +16,12 @@ from perfetto_schema cimport *
 # Damaged input never raises from the middle: decoding stops at the first
 # malformed packet and `error` says where; what came before is kept.
 
-import array as _array
-import zlib as _zlib
+# module-level C variables, not attributes of the extension module
+import array
+import zlib
+cdef object _array = array
+cdef object _zlib = zlib
+del array, zlib
 
 cdef enum:
     MAX_NESTING = 16
@@ -26,7 +30,7 @@ cdef enum:
     MAX_PROBLEMS = 1000
 
 # Timestamps are int64 nanoseconds; outside [0, 2**63) a file is damaged.
-_MAX_TS = 2**63 - 1
+cdef object _MAX_TS = 2**63 - 1
 
 
 cdef str _WINDOW_SLICE_NAME = ET_WINDOW_SLICE_NAME.decode("ascii")
@@ -68,7 +72,7 @@ cdef class _Sequence:
         self.cleared = True
 
 
-class DecodeError(Exception):
+class _DecodeError(Exception):
     pass
 
 
@@ -161,7 +165,7 @@ cdef class _Decoder:
             self._packets(base, data.shape[0], 0)
         except _FoundWindow:
             return self
-        except DecodeError as e:
+        except _DecodeError as e:
             self.error = str(e)
         except (MemoryError, RecursionError) as e:
             self.error = f"trace too large or too deeply nested to read ({type(e).__name__})"
@@ -181,7 +185,7 @@ cdef class _Decoder:
                 break
             if rc < 0:
                 where = <size_t>(r.p - data)
-                raise DecodeError(
+                raise _DecodeError(
                     f"malformed or truncated data at byte {where} of {size}"
                     + (" (inside a compressed chunk)" if depth else ""))
             if f.number == PF_TRACE_PACKET and f.wire == PB_LEN:
@@ -204,7 +208,7 @@ cdef class _Decoder:
             if rc == 0:
                 break
             if rc < 0:
-                raise DecodeError(f"malformed packet #{self.packets}")
+                raise _DecodeError(f"malformed packet #{self.packets}")
             if f.number == PF_PACKET_TIMESTAMP and f.wire == PB_VARINT:
                 ts = f.value
             elif f.number == PF_PACKET_TIMESTAMP_CLOCK_ID and f.wire == PB_VARINT:
@@ -217,7 +221,7 @@ cdef class _Decoder:
                 flags |= PF_SEQ_INCREMENTAL_STATE_CLEARED
             elif f.number == PF_PACKET_COMPRESSED_PACKETS and f.wire == PB_LEN:
                 if depth > 0:
-                    raise DecodeError("compressed packets nested inside compressed packets")
+                    raise _DecodeError("compressed packets nested inside compressed packets")
                 self._inflate(&f)
             elif f.wire == PB_LEN and f.number in (PF_PACKET_TRACK_EVENT, PF_PACKET_TRACK_DESCRIPTOR,
                                                  PF_PACKET_INTERNED_DATA, PF_PACKET_DEFAULTS,
@@ -254,20 +258,20 @@ cdef class _Decoder:
         inflater = _zlib.decompressobj()
         cdef Py_ssize_t room = min(<Py_ssize_t>MAX_INFLATED, self.inflate_budget)
         if room <= 0:
-            raise DecodeError(
+            raise _DecodeError(
                 f"compressed chunks inflate to more than {INFLATE_RATIO}x the file's size: "
                 "not a trace written by exectrace")
         try:
             inner = inflater.decompress((<const char*>f.data)[:f.size], room)
         except _zlib.error as e:
-            raise DecodeError(f"corrupt compressed chunk in packet #{self.packets}: {e}")
+            raise _DecodeError(f"corrupt compressed chunk in packet #{self.packets}: {e}")
         if inflater.unconsumed_tail:
-            raise DecodeError(
+            raise _DecodeError(
                 f"compressed chunk in packet #{self.packets} inflates past "
                 + ("64 MiB" if room == MAX_INFLATED else f"{INFLATE_RATIO}x the file's size"))
         self.inflate_budget -= len(inner)
         if not inflater.eof:
-            raise DecodeError(f"truncated compressed chunk in packet #{self.packets}")
+            raise _DecodeError(f"truncated compressed chunk in packet #{self.packets}")
         cdef const uint8_t[::1] view = inner
         if view.shape[0]:
             self._packets(&view[0], view.shape[0], 1)
@@ -290,7 +294,7 @@ cdef class _Decoder:
         elif self.primary_clock is not None and key != self.primary_clock:
             self._problem(f"timestamp in clock {clock_id} with no snapshot relating it")
         if not 0 <= ts <= _MAX_TS:
-            raise DecodeError(f"packet #{self.packets}: timestamp {ts} is out of range")
+            raise _DecodeError(f"packet #{self.packets}: timestamp {ts} is out of range")
         self.last_timestamp = ts
         return ts
 
@@ -455,7 +459,7 @@ cdef class _Decoder:
             elif f.number == PF_EVENT_NAME_IID and f.wire == PB_VARINT:
                 name = s.names.get(f.value)
                 if name is None:
-                    raise DecodeError(
+                    raise _DecodeError(
                         f"packet #{self.packets}: event name iid {f.value} is not defined on "
                         f"sequence {seq}")
             elif f.number == PF_EVENT_NAME and f.wire == PB_LEN:
@@ -573,7 +577,7 @@ cdef class _Decoder:
 
     cdef tuple _annotation(self, _Sequence s, const pb_field* pf, int depth):
         if depth > MAX_NESTING:
-            raise DecodeError("debug annotation nested too deeply")
+            raise _DecodeError("debug annotation nested too deeply")
         cdef pb_reader r = pb_sub(pf)
         cdef pb_field f
         name = ""   # keys are always strings, even when the name is missing

@@ -11,11 +11,18 @@ from clock cimport ET_HAVE_TICKS
 from recorder cimport *
 from tracedlock cimport et_lock_api, et_lock_api_get
 
-import gc as _gc
-import sys as _sys
-import threading as _threading
+# module-level C variables, not attributes of the extension module
+import gc
+import sys
+import threading
 
-from exectrace.errors import ExectraceError
+from exectrace import errors
+
+cdef object _gc = gc
+cdef object _sys = sys
+cdef object _threading = threading
+cdef object ExectraceError = errors.ExectraceError
+del gc, sys, threading, errors
 
 if et_init_strings() < 0:
     raise MemoryError

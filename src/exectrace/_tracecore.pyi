@@ -174,6 +174,4 @@ class _Decoder:
     metadata_only: bool
     window_begin: Optional[tuple[int, dict[str, Any]]]
 
-class DecodeError(Exception): ...
-
 def decode(data: Union[bytes, bytearray, memoryview], metadata_only: bool = ...) -> _Decoder: ...
