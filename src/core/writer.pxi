@@ -30,7 +30,6 @@ cdef extern from "zlib.h":
     int Z_OK
 
 
-
 # ----------------------------------------------------------------- writer
 #
 # A window becomes one Perfetto trace (protos/perfetto/trace/trace.proto):
@@ -565,7 +564,8 @@ cdef class Capture:
         blocking: per function id, the reason it blocks ("io", "lock", ...) or
         "" (the reason becomes a category and a "blocking" argument);
         extra_packets: encoded TracePackets appended after the threads'
-        (on sequences from first_free_sequence(), see track_uuid()).
+        (on sequences from exectrace._perfetto.first_free_sequence(), tracks
+        from _perfetto.track_uuid()).
         """
         cdef et_capture* c = self._get()
         if len(names) != c.n_funcs or len(thread_names) != c.n_threads:
@@ -806,6 +806,8 @@ cdef object _defining_type(object cls, PyMethodDef* ml):
             defs += 1
     return cls
 
+
+# ------------------------------------------------------------ tests only
 
 def _capture_for_tests(*, list threads, list functions, list records, list gc=None,
                        int64_t start_ns, int64_t stop_ns, int64_t start_realtime_ns,
