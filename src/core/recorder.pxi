@@ -24,8 +24,7 @@ cdef object _threading = threading
 cdef object ExectraceError = errors.ExectraceError
 del gc, sys, threading, errors
 
-if et_init_strings() < 0:
-    raise MemoryError
+et_init_strings()
 cdef object _threading_active = getattr(_threading, "_active", None)
 if isinstance(_threading_active, dict):
     Py_INCREF(_threading_active)
@@ -35,6 +34,7 @@ HAS_TICKS = bool(ET_HAVE_TICKS)
 HAS_SYS_MONITORING = bool(ET_HAS_SYS_MONITORING)
 
 # User annotations (src/native/annotations.h): one flag check when no window is open.
+# (_annotations and _locks keep their references for the life of the process.)
 cdef et_annotation_api _annotations
 et_annotation_api_get(&_annotations)
 region = <object>_annotations.region
