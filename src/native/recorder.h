@@ -3,8 +3,8 @@
  * The hooks the interpreter calls while a window is open are in this file;
  * the user annotations' functions (annotations.h) and the traced locks
  * (tracedlock.h) record into the same state.  Everything runs with the GIL
- * held, which serialises it: the recorder's state
- * is one global struct and needs no locks of its own.  Nothing here creates a
+ * held, which serialises it: the recorder's state is one global struct and
+ * needs no locks of its own.  Nothing here creates a
  * Python object, takes a Python-level lock or calls into Python; names are
  * resolved when a window is written (src/core/writer.pxi).
  *

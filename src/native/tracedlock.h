@@ -17,9 +17,9 @@
  *
  * Between windows the only extra work is reading R.active: no clock read.
  *
- * Included by src/native/tracedlock.pxd (cimported by src/core/recorder.pxi)
- * after recorder.h, in the same translation
- * unit (R, et_now, et_on_c_call, et_on_c_return, et_current_thread).
+ * Included after recorder.h (through tracedlock.pxd, cimported by
+ * src/core/recorder.pxi), in the same translation unit: it uses R, et_now,
+ * et_on_c_call, et_on_c_return and et_current_thread.
  */
 #ifndef EXECTRACE_TRACEDLOCK_H
 #define EXECTRACE_TRACEDLOCK_H
