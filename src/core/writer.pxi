@@ -809,18 +809,23 @@ cdef object _defining_type(object cls, PyMethodDef* ml):
 
 # ------------------------------------------------------------ tests only
 
-def _capture_for_tests(*, list threads, list functions, list records, list gc=None,
-                       int64_t start_ns, int64_t stop_ns, int64_t start_realtime_ns,
-                       int64_t stop_realtime_ns,
+def _capture_for_tests(*, list threads, list functions, const uint8_t[::1] records,
+                       const uint8_t[::1] gc, int64_t start_ns, int64_t stop_ns,
+                       int64_t start_realtime_ns, int64_t stop_realtime_ns,
                        uint64_t capacity=0):
     """Tests only: a Capture made from given records instead of a recording.
     threads: [(ident, native_id)]; functions: [(kind, object)]: "py" and a
     code object, "c" and a builtin function, or "region" and a str;
-    records: [(start_ns, end_ns, function, thread, depth, flags)] written into
-    the ring in this order (a ring of `capacity` records keeps the last
-    ones); gc: [(start_ns, end_ns, thread, generation, collected,
-    uncollectable)].  Clock: nanoseconds, no ticks."""
-    cdef uint64_t cap = capacity or max(16, len(records))
+    records: et_record structs (start_ns, end_ns, function, thread, depth,
+    flags: struct format "=qqIIII"), written into the ring in this order (a
+    ring of `capacity` records keeps the last ones); gc: et_gc_record structs
+    (start_ns, end_ns, thread, generation, collected, uncollectable:
+    "=qqIiqq").  Clock: nanoseconds, no ticks."""
+    cdef uint64_t n = records.shape[0] // sizeof(et_record)
+    cdef uint64_t n_gc = gc.shape[0] // sizeof(et_gc_record)
+    if records.shape[0] % sizeof(et_record) or gc.shape[0] % sizeof(et_gc_record):
+        raise ValueError("records and gc must be whole structs")
+    cdef uint64_t cap = capacity or max(16, n)
     cdef et_capture* c = et_capture_new(cap)
     if c == NULL:
         raise MemoryError
@@ -834,8 +839,8 @@ def _capture_for_tests(*, list threads, list functions, list records, list gc=No
     for ident, native_id in threads:
         if et_thread_new(c, ident, native_id) == NULL:
             raise MemoryError
-    if len(functions) > 512:
-        raise ValueError("at most 512 functions")
+    if len(functions) > 512 or n_gc > c.gc_cap:
+        raise ValueError("at most 512 functions and 4096 collections")
     kinds = {"py": ET_FUNC_PY, "c": ET_FUNC_C, "region": ET_FUNC_REGION}
     for kind, obj in functions:
         if kind == "c" and type(obj) is not type(len):
@@ -847,27 +852,15 @@ def _capture_for_tests(*, list threads, list functions, list records, list gc=No
         c.funcs[c.n_funcs].kind = kinds[kind]
         c.funcs[c.n_funcs].excluded = 0
         c.n_funcs += 1
-    cdef uint64_t i = 0
-    for start, end, func, thread, depth, flags in records:
-        if not (0 <= func < c.n_funcs and 0 <= thread < c.n_threads):
+    cdef const et_record* given = <const et_record*>&records[0] if n else NULL
+    cdef uint64_t i
+    for i in range(n):
+        if given[i].func >= c.n_funcs or given[i].thread >= c.n_threads:
             raise ValueError("a record names a function or thread not given")
-        c.ring[i % cap].start = start
-        c.ring[i % cap].end = end
-        c.ring[i % cap].func = func
-        c.ring[i % cap].thread = thread
-        c.ring[i % cap].depth = depth
-        c.ring[i % cap].flags = flags
-        i += 1
-    c.written = i
-    c.pos = i % cap
-    if len(gc or ()) > c.gc_cap:
-        raise ValueError("too many collections")
-    for start, end, thread, generation, collected, uncollectable in gc or ():
-        c.gc[c.n_gc].start = start
-        c.gc[c.n_gc].end = end
-        c.gc[c.n_gc].thread = thread
-        c.gc[c.n_gc].generation = generation
-        c.gc[c.n_gc].collected = collected
-        c.gc[c.n_gc].uncollectable = uncollectable
-        c.n_gc += 1
+        c.ring[i % cap] = given[i]
+    c.written = n
+    c.pos = n % cap
+    if n_gc:
+        memcpy(c.gc, &gc[0], n_gc * sizeof(et_gc_record))
+        c.n_gc = <uint32_t>n_gc
     return capture

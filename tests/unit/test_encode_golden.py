@@ -2,9 +2,10 @@
 
 The golden files in tests/golden/ were produced by the code of commit 8e0aae9
 (before the native core was split by concern, issue 10) with only the
-test-only entry point `_tracecore._capture_for_tests` added to it, by running
-this file as a script there (with `_tracecore` for `_perfetto`, which then
-held track_uuid and first_free_sequence):
+test-only entry point `_tracecore._capture_for_tests` added to it (then
+taking the records and collections as lists of tuples), by running this file
+as a script there (with `_tracecore` for `_perfetto`, which then held
+track_uuid and first_free_sequence):
 
     python tests/unit/test_encode_golden.py --write
 
@@ -15,6 +16,7 @@ format change regenerates them the same way, and says so in its commit.
 from __future__ import annotations
 
 import os
+import struct
 import sys
 
 import pytest
@@ -87,7 +89,9 @@ def _extra_packets(n_threads: int) -> list[bytes]:
 
 def encode(capacity: int) -> bytes:
     capture = _tracecore._capture_for_tests(
-        threads=THREADS, functions=[f[0] for f in FUNCTIONS], records=RECORDS, gc=GC,
+        threads=THREADS, functions=[f[0] for f in FUNCTIONS],
+        records=b"".join(struct.pack("=qqIIII", *r) for r in RECORDS),
+        gc=b"".join(struct.pack("=qqIiqq", *g) for g in GC),
         start_ns=START_NS, stop_ns=STOP_NS, start_realtime_ns=REALTIME_NS,
         stop_realtime_ns=REALTIME_NS + STOP_NS - START_NS, capacity=capacity)
     try:
