@@ -67,6 +67,7 @@ enum {
     PF_TRACK_THREAD = 4,
     PF_TRACK_PARENT_UUID = 5,
     PF_TRACK_COUNTER = 8,
+    PF_COUNTER_UNIT = 3, /* CounterDescriptor (the counter tracks of exectrace/_extras.py) */
     PF_PROCESS_PID = 1,
     PF_PROCESS_NAME = 6,
     PF_THREAD_PID = 1,

@@ -43,6 +43,7 @@ cdef extern from "perfetto_schema.h":
         PF_TRACK_THREAD
         PF_TRACK_PARENT_UUID
         PF_TRACK_COUNTER
+        PF_COUNTER_UNIT
         PF_PROCESS_PID
         PF_PROCESS_NAME
         PF_THREAD_PID
