@@ -4,9 +4,10 @@
  * file (sequences, track uuids, the names the reader looks for).
  *
  * The C side's only home for these numbers; the Python side's is
- * src/exectrace/_perfetto.py.  Both are checked against Perfetto's compiled
- * schema by the tests (tests/perfetto_check.py) and against each other by the
- * golden files (tests/unit/test_encode_golden.py). */
+ * src/exectrace/_perfetto.py, with the same names.  The tests check every file
+ * they write against Perfetto's compiled schema (tests/perfetto_check.py), the
+ * two homes against each other (tests/unit/test_perfetto_schema.py) and the
+ * bytes of a fixed window against golden files (tests/unit/test_encode_golden.py). */
 #ifndef EXECTRACE_PERFETTO_SCHEMA_H
 #define EXECTRACE_PERFETTO_SCHEMA_H
 
