@@ -3,8 +3,8 @@
 The field numbers of protos/perfetto/trace/ that the Python side uses, and
 exectrace's own layout of a file: its sequences, track uuids and the names a
 reader looks for. The Python side's only home for them (the native core's is
-src/native/perfetto_schema.h, with the same names prefixed PF_ or ET_); used by the extra packets
-(_extras.py), the reader (reader.py) and `exectrace view`.
+src/native/perfetto_schema.h, with the same names prefixed PF_ or ET_); used by
+the extra packets (_extras.py), the reader (reader.py) and `exectrace view`.
 """
 
 from __future__ import annotations
