@@ -32,6 +32,7 @@ cdef extern from "Python.h":
         const char* ml_name
     ctypedef struct PyCodeObject:
         pass
+    int PyCode_Addr2Line(PyCodeObject* code, int offset)
 
 cdef extern from "clock.h":
     ctypedef struct et_clock_pair:
@@ -87,6 +88,8 @@ cdef extern from "recorder.h":
         ET_REC_CALL
         ET_REC_STEP
         ET_REC_CREATE
+        ET_REC_BLOCK
+        ET_REC_SAMPLE
     ctypedef struct et_record:
         int64_t start
         int64_t end
@@ -120,6 +123,8 @@ cdef extern from "recorder.h":
         uint32_t kind
         PyObject* a
         PyObject* b
+    ctypedef struct et_stacks:
+        pass
     ctypedef struct et_capture:
         et_record* ring
         uint64_t capacity
@@ -143,6 +148,9 @@ cdef extern from "recorder.h":
         int64_t start_realtime_ns
         int64_t stop_realtime_ns
         int use_ticks
+        int events_mode
+        et_stacks* stacks
+        uint64_t samples
     ctypedef int (*Py_tracefunc)(PyObject*, void*, int, PyObject*)
     struct _R:
         int active
@@ -152,7 +160,8 @@ cdef extern from "recorder.h":
     _R R
     void et_capture_free(et_capture* c)
     int et_begin(uint64_t capacity, int use_ticks, int c_calls, int64_t min_duration_ns,
-                 uint32_t max_depth, object include_prefixes, object exclude_prefixes) except -1
+                 uint32_t max_depth, object include_prefixes, object exclude_prefixes,
+                 int events_mode) except -1
     int et_seed_frame(uint64_t ident, uint64_t native_id, object code, object pythread) except -1
     void et_activate()
     et_capture* et_end()
@@ -167,6 +176,30 @@ cdef extern from "recorder.h":
     int et_set_profile_all(Py_tracefunc func, Py_tracefunc ours) except -1
     unsigned long et_foreign_profiler_thread(Py_tracefunc a, Py_tracefunc b)
     void PyEval_SetProfile(Py_tracefunc func, PyObject* obj)
+
+# `events` mode: waits with callstacks, stack samples, asyncio steps
+cdef extern from "events.h":
+    ctypedef struct et_stacks_view "struct et_stacks":
+        uint32_t* frame_func
+        int32_t* frame_offset
+        uint32_t n_frames
+        uint32_t* node_parent
+        uint32_t* node_frame
+        uint32_t n_nodes
+        uint64_t truncated
+        uint64_t unrecorded
+    struct _EV:
+        uint64_t ticks_late
+    _EV EV
+    int et_set_blocking(object callables, object reasons) except -1
+    int et_set_asyncio_steps(object context_run, object handle_run_code, object task_type,
+                             object py_task_type) except -1
+    object et_events_callback(int role)
+    void et_sampler_loop(int64_t interval_ns)
+    void et_sampler_reset()
+    void et_sampler_stop()
+    void et_events_after_fork_child()
+    int ET_MAX_STACK
 
 cdef extern from "annotations.h":
     object et_annotation_functions()
@@ -206,6 +239,8 @@ cdef object _monitor_tool = None     # tool id in use, 3.12+
 cdef object _saved_thread_hook = None
 cdef bint _hooks_installed = False
 cdef bint _floor_installed = False
+cdef bint _events_hooks = False      # the hooks installed are `events` mode's
+cdef object _local_events_code = None  # code given local events (3.12+ `events` mode)
 
 # sys.monitoring event roles: (events, callback index in recorder.h)
 _MONITOR_ROLES = (
@@ -264,6 +299,10 @@ cdef _remove_monitoring():
     tool_id = _monitor_tool
     _monitor_tool = None
     mon.set_events(tool_id, 0)
+    global _local_events_code
+    if _local_events_code is not None:
+        mon.set_local_events(tool_id, _local_events_code, 0)
+        _local_events_code = None
     for event in (
         "PY_START", "PY_RESUME", "PY_THROW", "PY_RETURN", "PY_YIELD", "PY_UNWIND",
         "CALL", "C_RETURN", "C_RAISE",
@@ -327,34 +366,51 @@ def _seed_current_frames():
 def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
           uint32_t max_depth=0, include_prefixes=(), exclude_prefixes=(), bint use_ticks=True,
           int tool_id=2, bint seed_stacks=True, asyncio_running_loop=None,
-          asyncio_current_tasks=None, asyncio_create_task_code=None):
+          asyncio_current_tasks=None, asyncio_create_task_code=None, bint events_mode=False,
+          blocking_callables=(), blocking_reasons=(), asyncio_context_run=None,
+          asyncio_handle_run_code=None, asyncio_task_type=None, asyncio_py_task_type=None):
     """Opens a window.
 
     buffer_size: bytes for the ring of records (32 bytes each).
     include_prefixes/exclude_prefixes: file-path prefixes (bytes) of Python code to trace/skip.
     use_ticks: read the CPU's tick counter (the caller checked it is safe).
     tool_id: the sys.monitoring tool id to take (3.12+).
-    seed_stacks: start with the call stacks threads already have.
+    seed_stacks: start with the call stacks threads already have (`calls` mode).
     asyncio_running_loop, asyncio_current_tasks: _asyncio._get_running_loop and
     _asyncio._current_tasks, to attribute coroutine steps to their tasks;
     asyncio_create_task_code: the code object of BaseEventLoop.create_task,
     whose return values are new tasks.
+    events_mode: record waits, samples and steps (events.h), not every call;
+    then blocking_callables/blocking_reasons: the C functions that wait and
+    their reason numbers (>= 1); asyncio_context_run, asyncio_handle_run_code:
+    Context.run and the code of Handle._run, where the loop runs callbacks;
+    asyncio_task_type, asyncio_py_task_type: the task classes whose steps count.
+    Samples are taken by sample_loop(), run in a thread of the caller's.
     """
-    global _hooks_installed
+    global _hooks_installed, _events_hooks
     if _hooks_installed or _floor_installed or R.cap != NULL:
         raise ExectraceError("a trace window is already open in this process")
     cdef uint64_t capacity = buffer_size // sizeof(et_record)
     if capacity < 16:
         raise ValueError("buffer_size is too small")
+    _events_hooks = events_mode
+    if events_mode:
+        et_set_blocking(tuple(blocking_callables), tuple(blocking_reasons))
+        et_set_asyncio_steps(asyncio_context_run, asyncio_handle_run_code, asyncio_task_type,
+                             asyncio_py_task_type)
     et_begin(capacity, use_ticks, c_calls, min_duration_ns, max_depth,
-             tuple(include_prefixes), tuple(exclude_prefixes))
+             tuple(include_prefixes), tuple(exclude_prefixes), events_mode)
     try:
         et_set_asyncio(asyncio_running_loop, asyncio_current_tasks, asyncio_create_task_code)
-        if seed_stacks:
+        if seed_stacks and not events_mode:
             for ident, (native_id, thread, codes) in _seed_current_frames().items():
                 for code in codes:
                     et_seed_frame(ident, native_id, code, thread)
-        _install_hooks(tool_id, c_calls, False)
+        if events_mode:
+            if HAS_SYS_MONITORING:
+                _install_events_monitoring(tool_id, asyncio_create_task_code)
+        else:
+            _install_hooks(tool_id, c_calls, False)
         _hooks_installed = True
         _gc.callbacks.append(_gc_callback)
     except BaseException:
@@ -362,6 +418,58 @@ def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
         et_capture_free(et_end())
         raise
     et_activate()
+
+
+cdef _install_events_monitoring(int tool_id, create_task_code):
+    """3.12+ `events` mode: CALL/C_RETURN/C_RAISE everywhere (call sites that
+    call nothing recorded disable themselves), PY_START/PY_RETURN only on
+    BaseEventLoop.create_task (the task it returns gets a creation flow)."""
+    global _monitor_tool
+    mon = _sys.monitoring
+    current = mon.get_tool(tool_id)
+    if current is not None:
+        raise ExectraceError(
+            f"sys.monitoring tool id {tool_id} is held by {current!r}; "
+            "exectrace cannot record while another tool uses it"
+        )
+    mon.use_tool_id(tool_id, "exectrace")
+    _monitor_tool = tool_id
+    if R.disable == NULL:
+        disable = mon.DISABLE
+        Py_INCREF(disable)
+        R.disable = <PyObject*>disable
+    events = mon.events
+    mon.register_callback(tool_id, events.CALL, et_events_callback(0))
+    c_return = et_events_callback(1)
+    mon.register_callback(tool_id, events.C_RETURN, c_return)
+    mon.register_callback(tool_id, events.C_RAISE, c_return)
+    mon.restart_events()
+    mon.set_events(tool_id, events.CALL | events.C_RETURN | events.C_RAISE)
+    if create_task_code is not None:
+        mon.register_callback(tool_id, events.PY_START, et_monitor_callback(0))
+        mon.register_callback(tool_id, events.PY_RETURN, et_monitor_callback(2))
+        mon.set_local_events(tool_id, create_task_code, events.PY_START | events.PY_RETURN)
+        global _local_events_code
+        _local_events_code = create_task_code
+
+
+def sampler_reset():
+    """Readies sample_loop() to run (clears a stop request); before starting it."""
+    et_sampler_reset()
+
+
+def sample_loop(int64_t interval_ns):
+    """Takes a stack sample of every thread every interval_ns while an
+    `events` window records, until sampler_stop(); run it in a thread of its
+    own, after sampler_reset()."""
+    if interval_ns <= 0:
+        raise ValueError("interval_ns must be > 0")
+    et_sampler_loop(interval_ns)
+
+
+def sampler_stop():
+    """Makes sample_loop() return (at once, not at its next tick)."""
+    et_sampler_stop()
 
 
 cdef _uninstall():
@@ -373,7 +481,10 @@ cdef _uninstall():
             _gc.callbacks.remove(_gc_callback)
         except ValueError:
             pass
-        _remove_hooks(False)
+        if not _events_hooks:
+            _remove_hooks(False)
+        elif HAS_SYS_MONITORING:
+            _remove_monitoring()
 
 
 def stop():
@@ -415,12 +526,24 @@ cdef dict _capture_stats(et_capture* c):
         "asyncio_tasks": c.n_tasks,
         "annotations": c.n_events,
         "annotations_lost": c.events_lost,
+        "samples": c.samples,
+        "callstacks": (<et_stacks_view*>c.stacks).n_nodes if c.stacks != NULL else 0,
+        "callstacks_truncated": (<et_stacks_view*>c.stacks).truncated if c.stacks != NULL else 0,
+        "sampler_ticks_late": EV.ticks_late if c.events_mode else 0,
     }
+
+
+def line_of(code, int offset):
+    """The line a bytecode offset (bytes) of a code object is on, or its first line."""
+    if offset < 0:
+        return code.co_firstlineno
+    return PyCode_Addr2Line(<PyCodeObject*>code, offset)
 
 
 def after_fork_child():
     """In a forked child: drop the parent's window and hooks without writing."""
     et_after_fork_child()
+    et_events_after_fork_child()
     _uninstall()
 
 
@@ -501,6 +624,10 @@ cdef enum:
     CATEGORY_REGION = 2
     CATEGORY_FIRST_REASON = 3
     ANNOTATION_BLOCKING = 1
+    ANNOTATION_STACK = 2
+    # InternedData.debug_annotation_string_values; DebugAnnotation.string_value_iid
+    F_INTERNED_ANNOTATION_STRINGS = 29
+    F_DA_STRING_VALUE_IID = 17
     # uncompressed bytes per compressed_packets chunk (Perfetto reads < 512 KiB)
     CHUNK_BYTES = 256 * 1024
 
@@ -623,6 +750,7 @@ cdef struct Begin:
     int64_t start
     uint32_t func
     uint32_t depth       # ancestors in the rebuilt forest
+    uint32_t stack       # a wait's callstack id (`events` mode), 0: none
 
 
 cdef struct ThreadPass:
@@ -632,6 +760,10 @@ cdef struct ThreadPass:
     int32_t* pending
     Begin* pre           # the begins in pre-order
     uint8_t* defined     # per function: name interned on this sequence yet
+    uint8_t* stack_defined  # per callstack id: its text interned on this sequence yet
+    const StackBytes* stacks  # per callstack id (index 0 unused), or NULL
+    uint32_t n_stacks
+    pb_buf scratch       # an event's fields and interned data when a callstack adds to them
 
 
 cdef struct FuncBytes:
@@ -643,14 +775,53 @@ cdef struct FuncBytes:
     size_t blob_len
 
 
+cdef struct StackBytes:
+    # per callstack: InternedData defining its text as an annotation string
+    const uint8_t* blob
+    size_t blob_len
+
+
+cdef int emit_with_stack(Out* o, uint64_t delta, uint32_t seq, uint32_t type, uint32_t f,
+                         uint32_t stack, ThreadPass* w, const FuncBytes* fb) noexcept nogil:
+    """A begin event with a `stack` argument naming an interned callstack text."""
+    cdef pb_buf* b = &w.scratch
+    cdef size_t tail_len, at
+    b.len = 0
+    if pb_reserve(b, fb[f].tail_len + 32) < 0:
+        return -1
+    memcpy(b.data, fb[f].tail, fb[f].tail_len)
+    b.len = fb[f].tail_len
+    at = pb_open(b, F_TE_DEBUG_ANNOTATIONS)
+    pb_field_varint(b, 1, ANNOTATION_STACK)
+    pb_field_varint(b, F_DA_STRING_VALUE_IID, stack)
+    pb_close(b, at)
+    tail_len = b.len
+    if not w.defined[f]:
+        w.defined[f] = 1
+        if pb_reserve(b, fb[f].blob_len) < 0:
+            return -1
+        memcpy(b.data + b.len, fb[f].blob, fb[f].blob_len)
+        b.len += fb[f].blob_len
+    if not w.stack_defined[stack]:
+        w.stack_defined[stack] = 1
+        if pb_reserve(b, w.stacks[stack].blob_len) < 0:
+            return -1
+        memcpy(b.data + b.len, w.stacks[stack].blob, w.stacks[stack].blob_len)
+        b.len += w.stacks[stack].blob_len
+    return put_event(&o.chunk, delta, seq, type, b.data, tail_len, b.data + tail_len,
+                     b.len - tail_len)
+
+
 cdef inline int emit(Out* o, const Clock* k, int64_t ticks, int64_t* prev_ns, uint32_t seq,
                      uint32_t type, uint32_t f, ThreadPass* w,
-                     const FuncBytes* fb) noexcept nogil:
+                     const FuncBytes* fb, uint32_t stack) noexcept nogil:
     cdef int64_t now_ns = to_ns(k, ticks)
     cdef int rc
     if now_ns < prev_ns[0]:
         now_ns = prev_ns[0]
-    if type == TYPE_SLICE_END:
+    if stack != 0 and stack < w.n_stacks and type != TYPE_SLICE_END:
+        rc = emit_with_stack(o, <uint64_t>(now_ns - prev_ns[0]), seq, type, f, stack, w, fb)
+    elif type == TYPE_SLICE_END:
         rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type, NULL, 0, NULL, 0)
     elif w.defined[f]:
         rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type,
@@ -718,20 +889,21 @@ cdef int encode_thread(Out* o, const et_capture* c, const Clock* k, const uint32
         pre[pos].start = r.start
         pre[pos].func = r.func
         pre[pos].depth = <uint32_t>parent[i]
+        pre[pos].stack = r.flags >> 8 if r.flags & 0xFF == ET_REC_BLOCK else 0
         sizes[i] = <int32_t>(pos + size)
     # 3. Merge begins (pre-order) and ends (write order).
     for i in range(n):
         while ends < i - <int64_t>pre[i].depth:
             if emit(o, k, ring[idx[ends]].end, &prev_ns, seq, TYPE_SLICE_END, 0, w,
-                    fb) < 0:
+                    fb, 0) < 0:
                 return -1
             ends += 1
         if emit(o, k, pre[i].start, &prev_ns, seq, TYPE_SLICE_BEGIN, pre[i].func, w,
-                fb) < 0:
+                fb, pre[i].stack) < 0:
             return -1
     while ends < n:
         if emit(o, k, ring[idx[ends]].end, &prev_ns, seq, TYPE_SLICE_END, 0, w,
-                fb) < 0:
+                fb, 0) < 0:
             return -1
         ends += 1
     return 0
@@ -976,6 +1148,50 @@ cdef class Capture:
                            <object>e.b if e.b != NULL else None))
         return result
 
+    def samples(self):
+        """[(thread index, ts_ns, callstack id)] of the stack samples
+        (`events` mode), oldest first; callstack id 0: not recorded."""
+        cdef et_capture* c = self._get()
+        cdef Clock k = self._clock()
+        cdef uint64_t kept = c.written if c.written < c.capacity else c.capacity
+        cdef uint64_t first = 0 if c.written <= c.capacity else c.pos
+        cdef uint64_t j, pos
+        cdef et_record* r
+        cdef list result = []
+        if not c.events_mode:
+            return result
+        for j in range(kept):
+            pos = (first + j) % kept
+            r = &c.ring[pos]
+            if r.flags & 0xFF == ET_REC_SAMPLE:
+                result.append((r.thread, to_ns(&k, r.start), r.flags >> 8))
+        return result
+
+    def callstacks(self):
+        """The interned callstacks (`events` mode) as two lists: frames, where
+        frames[i - 1] is (function id, bytecode offset or -1) of frame id i,
+        and callstacks, where callstacks[i - 1] is (parent callstack id or 0,
+        frame id) of callstack id i, the frame being its innermost."""
+        cdef et_capture* c = self._get()
+        cdef et_stacks_view* s = <et_stacks_view*>c.stacks
+        if s == NULL:
+            return [], []
+        frames = [(s.frame_func[i], s.frame_offset[i]) for i in range(1, s.n_frames + 1)]
+        stacks = [(s.node_parent[i], s.node_frame[i]) for i in range(1, s.n_nodes + 1)]
+        return frames, stacks
+
+    def block_callstacks(self):
+        """The callstack ids the kept waits name (`events` mode)."""
+        cdef et_capture* c = self._get()
+        cdef uint64_t kept = c.written if c.written < c.capacity else c.capacity
+        cdef uint64_t j
+        cdef set result = set()
+        if c.events_mode:
+            for j in range(kept):
+                if c.ring[j].flags & 0xFF == ET_REC_BLOCK and c.ring[j].flags >> 8:
+                    result.add(c.ring[j].flags >> 8)
+        return result
+
     cdef Clock _clock(self):
         cdef et_capture* c = self.c
         cdef Clock k
@@ -989,7 +1205,7 @@ cdef class Capture:
 
     def encode(self, *, list names, list thread_names, int pid, str process_name,
                list metadata, int compress_level=1, object compressor=None,
-               list blocking=None, list extra_packets=None):
+               list blocking=None, list extra_packets=None, list stack_texts=None):
         """The window as Perfetto protobuf bytes.
 
         names: per function id, (name, file, first line);
@@ -1000,7 +1216,9 @@ cdef class Capture:
         blocking: per function id, the reason it blocks ("io", "lock", ...) or
         "" (the reason becomes a category and a "blocking" argument);
         extra_packets: encoded TracePackets appended after the threads'
-        (on sequences from first_free_sequence(), see track_uuid()).
+        (on sequences from first_free_sequence(), see track_uuid());
+        stack_texts: per callstack id - 1, the text a wait's `stack` argument
+        shows (`events` mode).
         """
         cdef et_capture* c = self._get()
         if len(names) != c.n_funcs or len(thread_names) != c.n_threads:
@@ -1022,6 +1240,8 @@ cdef class Capture:
         cdef uint32_t* order = NULL
         cdef uint64_t* offsets = NULL
         cdef FuncBytes* fb = NULL
+        cdef StackBytes* sb = NULL
+        cdef uint32_t n_stacks = len(stack_texts) + 1 if stack_texts else 0
         cdef bytes tail, blob
         cdef uint64_t kept, first, j, pos, largest = 0
         cdef size_t order_bytes = 0, scratch_bytes = 0
@@ -1110,7 +1330,20 @@ cdef class Capture:
                 fb[j].blob_len = len(blob)
                 fb[j].tail = <const uint8_t*><const char*>tail
                 fb[j].tail_len = len(tail)
-            sequence_names = _sequence_interned(categories)
+            sequence_names = _sequence_interned(categories, n_stacks > 0)
+            if n_stacks:
+                sb = <StackBytes*>calloc(n_stacks, sizeof(StackBytes))
+                w.stack_defined = <uint8_t*>malloc(n_stacks)
+                if sb == NULL or w.stack_defined == NULL:
+                    raise MemoryError
+                for j in range(1, n_stacks):
+                    m = _Msg().open(F_INTERNED_ANNOTATION_STRINGS).varint(1, j)
+                    blob = m.string(2, stack_texts[j - 1]).close().value()
+                    blob_objects.append(blob)
+                    sb[j].blob = <const uint8_t*><const char*>blob
+                    sb[j].blob_len = len(blob)
+                w.stacks = sb
+                w.n_stacks = n_stacks
 
             # --- group the ring's records by thread, oldest first
             kept = c.written if c.written < c.capacity else c.capacity
@@ -1123,19 +1356,22 @@ cdef class Capture:
             with nogil:
                 # the ring, oldest first, is [first, kept) then [0, first)
                 for j in range(kept):
-                    offsets[c.ring[j].thread + 1] += 1
+                    if c.ring[j].flags & 0xFF != ET_REC_SAMPLE:
+                        offsets[c.ring[j].thread + 1] += 1
                 for t in range(c.n_threads):
                     if offsets[t + 1] > largest:
                         largest = offsets[t + 1]
                     offsets[t + 1] += offsets[t]
                 for pos in range(first, kept):
-                    t = c.ring[pos].thread
-                    order[offsets[t]] = <uint32_t>pos
-                    offsets[t] += 1
+                    if c.ring[pos].flags & 0xFF != ET_REC_SAMPLE:
+                        t = c.ring[pos].thread
+                        order[offsets[t]] = <uint32_t>pos
+                        offsets[t] += 1
                 for pos in range(first):
-                    t = c.ring[pos].thread
-                    order[offsets[t]] = <uint32_t>pos
-                    offsets[t] += 1
+                    if c.ring[pos].flags & 0xFF != ET_REC_SAMPLE:
+                        t = c.ring[pos].thread
+                        order[offsets[t]] = <uint32_t>pos
+                        offsets[t] += 1
             # offsets[t] is now the end of thread t's run; its start is offsets[t-1]
             scratch_bytes = (largest + 1) * sizeof(int32_t)
             w.parent = <int32_t*>pb_alloc(scratch_bytes)
@@ -1156,6 +1392,8 @@ cdef class Capture:
                 _append_packet(&o, m)
                 with nogil:
                     memset(w.defined, 0, c.n_funcs + 1)
+                    if n_stacks:
+                        memset(w.stack_defined, 0, n_stacks)
                     rc = encode_thread(&o, c, &k, order + first, <uint32_t>(offsets[t] - first),
                                        SEQ_FIRST_THREAD + t, &w, fb)
                 if rc < 0 or o.failed:
@@ -1173,6 +1411,9 @@ cdef class Capture:
             pb_dealloc(order, order_bytes)
             free(offsets)
             free(fb)
+            free(sb)
+            free(w.stack_defined)
+            pb_free(&w.scratch)
             pb_dealloc(w.parent, scratch_bytes)
             pb_dealloc(w.size, scratch_bytes)
             pb_dealloc(w.pending, scratch_bytes)
@@ -1180,13 +1421,15 @@ cdef class Capture:
             free(w.defined)
 
 
-cdef bytes _sequence_interned(dict categories):
+cdef bytes _sequence_interned(dict categories, bint with_stack):
     """InternedData every thread sequence starts with: the event categories and
     the debug annotation names its begin events use."""
     m = _Msg()
     for name, iid in categories.items():
         m.open(1).varint(1, iid).string(2, name).close()
     m.open(3).varint(1, ANNOTATION_BLOCKING).string(2, "blocking").close()
+    if with_stack:
+        m.open(3).varint(1, ANNOTATION_STACK).string(2, "stack").close()
     return m.value()
 
 

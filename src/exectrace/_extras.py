@@ -33,6 +33,9 @@ _TIMESTAMP = 8
 _SEQUENCE_ID = 10
 _TRACK_EVENT = 11
 _SEQUENCE_FLAGS = 13
+_INTERNED_DATA = 12
+_NEEDS_INCREMENTAL_STATE = 2
+_PERF_SAMPLE = 66
 _TIMESTAMP_CLOCK_ID = 58
 _PACKET_DEFAULTS = 59
 _TRACK_DESCRIPTOR = 60
@@ -86,6 +89,10 @@ class Extras:
     stop_ns: int
     descriptors: list[bytes] = field(default_factory=list)
     events: list[_Event] = field(default_factory=list)
+    #: InternedData for packets that need incremental state (the samples')
+    interned: bytes = b""
+    #: (timestamp, TracePacket fields) of stack samples (PerfSample packets)
+    samples: list[tuple[int, bytes]] = field(default_factory=list)
     _next_track: int = 0
 
     def new_track(self, name: str, parent: Optional[int] = None, counter_unit: str = "") -> int:
@@ -132,7 +139,14 @@ class Extras:
         first += field_bytes(_PACKET_DEFAULTS, field_varint(_TIMESTAMP_CLOCK_ID, _CLOCK_MONOTONIC))
         out = [first]
         out += [seq + field_varint(_TIMESTAMP, self.start_ns) + d for d in self.descriptors]
+        if self.interned:
+            out.append(seq + field_varint(_TIMESTAMP, self.start_ns) + field_varint(
+                _SEQUENCE_FLAGS, _NEEDS_INCREMENTAL_STATE) + field_bytes(_INTERNED_DATA, self.interned))
+        trailer = self.events.pop()
         out += [seq + field_varint(_TIMESTAMP, e.ts) + field_bytes(_TRACK_EVENT, e.body) for e in self.events]
+        flags = field_varint(_SEQUENCE_FLAGS, _NEEDS_INCREMENTAL_STATE)
+        out += [seq + field_varint(_TIMESTAMP, ts) + flags + body for ts, body in self.samples]
+        out.append(seq + field_varint(_TIMESTAMP, trailer.ts) + field_bytes(_TRACK_EVENT, trailer.body))
         return out
 
 
@@ -295,3 +309,92 @@ def add_counters(extras: Extras, samples: Sequence[tuple[str, str, Sequence[tupl
             extras.counter(track, ts, value)
         count += len(inside)
     return count
+
+
+# ------------------------------------------------------------- callstacks
+
+
+class Callstacks:
+    """The interned callstacks of an `events` window, named: each frame is a
+    function with its file and the line its bytecode offset is on."""
+
+    def __init__(self, capture: Any, names: Sequence[tuple[str, str, int]]) -> None:
+        frames, self.nodes = capture.callstacks()
+        functions = capture.functions()
+        self.block_ids: set[int] = capture.block_callstacks()
+        # per frame id - 1: (function name, file, line)
+        self.frames: list[tuple[str, str, int]] = []
+        for func, offset in frames:
+            name, file, line = names[func] if 0 <= func < len(names) else ("?", "", 0)
+            entry = functions[func] if 0 <= func < len(functions) else None
+            if entry is not None and entry[0] == "py":
+                line = _tracecore.line_of(entry[1], offset)
+            self.frames.append((name, file or "", line or 0))
+
+    def frame_ids(self, stack: int) -> list[int]:
+        """The frame ids of a callstack, outermost first."""
+        out: list[int] = []
+        while 0 < stack <= len(self.nodes):
+            parent, frame = self.nodes[stack - 1]
+            out.append(frame)
+            stack = parent
+        out.reverse()
+        return out
+
+    def text(self, stack: int) -> str:
+        """A callstack as text, innermost frame first, one per line."""
+        lines = []
+        for frame in reversed(self.frame_ids(stack)):
+            name, file, line = self.frames[frame - 1]
+            lines.append(f"{name} ({file}:{line})" if file else name)
+        return "\n".join(lines)
+
+    def texts(self) -> list[str]:
+        """Per callstack id - 1: its text when a kept wait names it, else ""."""
+        return [self.text(i) if i in self.block_ids else "" for i in range(1, len(self.nodes) + 1)]
+
+
+def add_samples(extras: Extras, capture: Any, stacks: Callstacks, pid: int,
+                threads: Sequence[tuple[int, int, int, Any]]) -> int:
+    """The stack samples as PerfSample packets (thread, callstack), with the
+    frames and callstacks they name interned on the extras' sequence: the
+    Perfetto UI draws them per thread and shows a flame graph of a selected
+    range. Returns the number of samples."""
+    samples = capture.samples()
+    if not samples:
+        return 0
+    tids = [native_id or (ident & 0x7FFFFFFF) for _index, ident, native_id, _thread in threads]
+    used = sorted({stack for _t, _ts, stack in samples if stack})
+    # interned: function names, mapping paths (files), mappings, frames, callstacks
+    strings: dict[str, int] = {}
+    files: dict[str, int] = {}
+    frames_used: set[int] = set()
+    callstack_frames: dict[int, list[int]] = {}
+    for stack in used:
+        ids = stacks.frame_ids(stack)
+        callstack_frames[stack] = ids
+        frames_used.update(ids)
+    interned = bytearray()
+    for frame in sorted(frames_used):
+        name, file, line = stacks.frames[frame - 1]
+        if name not in strings:
+            strings[name] = len(strings) + 1
+            interned += field_bytes(5, field_varint(1, strings[name]) + _str(2, name))
+        if file not in files:
+            files[file] = len(files) + 1
+            interned += field_bytes(17, field_varint(1, files[file]) + _str(2, file or "?"))
+            interned += field_bytes(19, field_varint(1, files[file]) + field_varint(7, files[file]))
+        interned += field_bytes(6, field_varint(1, frame) + field_varint(2, strings[name])
+                                + field_varint(3, files[file]) + field_varint(4, max(line, 0)))
+    for stack in used:
+        interned += field_bytes(7, field_varint(1, stack) + b"".join(
+            field_varint(2, f) for f in callstack_frames[stack]))
+    extras.interned = bytes(interned)
+    n = 0
+    for thread, ts, stack in samples:
+        if not stack or not 0 <= thread < len(tids):
+            continue
+        body = field_varint(2, pid) + field_varint(3, tids[thread]) + field_varint(4, stack)
+        extras.samples.append((ts, field_bytes(_PERF_SAMPLE, body)))
+        n += 1
+    return n

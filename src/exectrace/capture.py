@@ -121,11 +121,44 @@ def _asyncio_hooks() -> dict[str, Any]:
     }
 
 
+def _asyncio_steps() -> dict[str, Any]:
+    """What an `events` window needs to see asyncio task steps without a hook
+    on coroutines: Context.run and the code of Handle._run (the one call
+    through which the event loop runs every callback), and the task classes."""
+    events = sys.modules.get("asyncio.events")
+    tasks = sys.modules.get("asyncio.tasks")
+    handle = getattr(events, "Handle", None)
+    run_code = getattr(getattr(handle, "_run", None), "__code__", None)
+    if run_code is None or tasks is None:
+        return {}
+    import contextvars  # imported by asyncio already
+
+    return {
+        "asyncio_context_run": contextvars.Context.run,
+        "asyncio_handle_run_code": run_code,
+        "asyncio_task_type": getattr(tasks, "Task", None),
+        "asyncio_py_task_type": getattr(tasks, "_PyTask", None),
+    }
+
+
+def _events_options() -> dict[str, Any]:
+    """The `events` mode's options of _tracecore.start()."""
+    found = blocking.callables()
+    return dict(
+        events_mode=True,
+        blocking_callables=[obj for obj, _reason in found],
+        blocking_reasons=[blocking.REASONS.index(reason) + 1 for _obj, reason in found],
+        **_asyncio_steps(),
+    )
+
+
 def _open_recorder(settings: Settings, seed_stacks: bool = True) -> str:
     """Starts the recorder; returns the name of the hook in use."""
     global _warned_profiler_id
+    events_mode = settings.mode == "events"
     options: dict[str, Any] = dict(
         **_asyncio_hooks(),
+        **(_events_options() if events_mode else {}),
         buffer_size=settings.buffer_size,
         c_calls=settings.c_calls,
         min_duration_ns=settings.min_duration,
@@ -137,7 +170,7 @@ def _open_recorder(settings: Settings, seed_stacks: bool = True) -> str:
     )
     if not HAS_SYS_MONITORING:
         _tracecore.start(**options)
-        return "PyEval_SetProfile"
+        return "samples, GC, traced locks (no hook)" if events_mode else "PyEval_SetProfile"
     monitoring = sys.monitoring  # type: ignore[attr-defined]
     held = {i: monitoring.get_tool(i) for i in _MONITORING_TOOL_IDS}
     free = [i for i in _MONITORING_TOOL_IDS if held[i] is None]
@@ -157,6 +190,27 @@ def _open_recorder(settings: Settings, seed_stacks: bool = True) -> str:
     return f"sys.monitoring (tool id {free[0]})"
 
 
+class StackSampler:
+    """The thread that runs the native sampler (_tracecore.sample_loop) for a
+    window. Started before the recorder, so the recorder never sees it: its
+    samples would be of itself."""
+
+    def __init__(self, interval_ns: int) -> None:
+        _tracecore.sampler_reset()
+        self._thread = threading.Thread(target=_tracecore.sample_loop, args=(interval_ns,),
+                                         name="exectrace-sampler", daemon=True)
+        self._thread.start()
+        self._ident = self._thread.ident
+        if self._ident is not None:
+            _tracecore.ignore_thread(self._ident)
+
+    def stop(self) -> None:
+        _tracecore.sampler_stop()
+        self._thread.join(timeout=5)
+        if self._ident is not None and not self._thread.is_alive():
+            _tracecore.ignore_thread(self._ident, False)
+
+
 @dataclass
 class Window:
     """A window being recorded in this process."""
@@ -166,6 +220,7 @@ class Window:
     thread_names: dict[int, str] = field(default_factory=dict)
     started_at: float = 0.0
     sampler: Optional[CounterSampler] = None
+    stack_sampler: Optional[StackSampler] = None
 
     @classmethod
     def open(cls, settings: Settings) -> Window:
@@ -173,11 +228,15 @@ class Window:
         if settings.counters_interval > 0:
             window.sampler = CounterSampler(settings.counters_interval)
             window.sampler.start()
+        if settings.mode == "events" and settings.sample_interval > 0:
+            window.stack_sampler = StackSampler(settings.sample_interval)
         try:
             window.hook = _open_recorder(settings)
         except BaseException:
             if window.sampler is not None:
                 window.sampler.stop()
+            if window.stack_sampler is not None:
+                window.stack_sampler.stop()
             raise
         if window.sampler is not None:
             window.sampler.window_opened()
@@ -190,6 +249,8 @@ class Window:
 
     def close(self) -> ClosedWindow:
         capture = _tracecore.stop()
+        if self.stack_sampler is not None:
+            self.stack_sampler.stop()
         samples = self.sampler.stop() if self.sampler is not None else []
         if capture is None:
             raise ExectraceError("the trace window was closed elsewhere")
@@ -234,6 +295,7 @@ class ClosedWindow:
             ("gc.lost", capture.stats["gc_lost"]),
             ("annotations.lost", capture.stats["annotations_lost"]),
             ("file.trailer", _extras.TRAILER),
+            ("recorder.mode", self.settings.mode),
             ("recorder.hook", self.hook),
             ("recorder.clock", "tsc" if capture.used_ticks else "monotonic"),
             ("recorder.compressor", _compressor_name() if self.settings.compress else "none"),
@@ -257,6 +319,15 @@ class ClosedWindow:
         stats = _extras.add_annotations(extras, capture, threads)
         self.extras_stats.update({f"annotations.{k}": v for k, v in stats.items()})
         self.extras_stats["counters.samples"] = _extras.add_counters(extras, self.counters)
+        stack_texts = None
+        if self.settings.mode == "events":
+            stacks = _extras.Callstacks(capture, names)
+            stack_texts = stacks.texts()
+            self.extras_stats["samples.count"] = _extras.add_samples(
+                extras, capture, stacks, pid, capture.threads())
+            self.extras_stats["samples.interval_ns"] = self.settings.sample_interval
+            self.extras_stats["callstacks.count"] = len(stack_texts)
+            self.extras_stats["callstacks.truncated"] = capture.stats["callstacks_truncated"]
         return bytes(
             capture.encode(
                 names=names,
@@ -268,6 +339,7 @@ class ClosedWindow:
                 compressor=_chunk_compressor(),
                 blocking=reasons,
                 extra_packets=extras.packets(),
+                stack_texts=stack_texts,
             )
         )
 

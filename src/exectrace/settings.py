@@ -563,6 +563,18 @@ _ALIAS = "obs.execution_tracer."
 
 _TABLE = (
     Setting(
+        "mode", "EXECTRACE_MODE", Choice("events", "calls"), "events",
+        "What a window records: `events` (waits with stacks, stack samples, GC, asyncio steps, "
+        "regions: ~1% overhead; the default of start() and autostart) or `calls` (every call: "
+        "the default of tracing() and `exectrace record`).",
+        "calls",
+    ),
+    Setting(
+        "sample_interval", "EXECTRACE_SAMPLE_INTERVAL", Duration(), 10 * _MILLISECOND,
+        "In `events` mode, how often every thread's stack is sampled; 0: never.",
+        "20ms",
+    ),
+    Setting(
         "interval", "EXECTRACE_INTERVAL", Duration(), 0,
         "Start-to-start time between trace windows; 0 disables tracing.",
         "15m", aliases=(_ALIAS + "interval",),
@@ -679,6 +691,8 @@ class Settings:
     are spelled out so type checkers know them.
     """
 
+    mode: str
+    sample_interval: int
     interval: int
     duration: int
     total_dump_size_limit: int

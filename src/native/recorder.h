@@ -80,6 +80,9 @@ enum {
     ET_REC_CALL = 0,
     ET_REC_STEP = 1,   /* the outermost coroutine frame of an asyncio task step */
     ET_REC_CREATE = 2, /* a create_task call; the index is the task it created */
+    /* `events` mode (events.h): */
+    ET_REC_BLOCK = 3,  /* a wait in a blocking C function; the index is its callstack */
+    ET_REC_SAMPLE = 4, /* a stack sample (start == end); the index is its callstack */
 };
 #define ET_REC_KIND(flags) ((flags) & 0xFFu)
 #define ET_REC_INDEX(flags) ((flags) >> 8)
@@ -118,6 +121,7 @@ typedef struct {
     uint32_t capacity;
     et_frame *stack;
     PyObject *pythread; /* its threading.Thread, for its name at write time */
+    uint32_t blocked;   /* `events` mode: open blocking calls (not sampled meanwhile) */
 } et_thread;
 
 /* PY: obj is the code object; C: key is the PyMethodDef, obj its owner;
@@ -198,7 +202,14 @@ typedef struct {
     et_clock_pair start_clock, stop_clock;
     int64_t start_realtime_ns, stop_realtime_ns;
     int use_ticks;
+    int events_mode;
+    struct et_stacks *stacks; /* `events` mode: interned callstacks (events.h) */
+    uint64_t samples;         /* `events` mode: stack samples taken */
 } et_capture;
+
+struct et_stacks;
+static void et_stacks_free(struct et_stacks *s);
+static struct et_stacks *et_stacks_new(void);
 
 /* ------------------------------------------------------------- the state */
 
@@ -207,6 +218,7 @@ static struct {
     uint64_t epoch; /* bumped at each start: invalidates thread-local caches */
     int use_ticks;
     int c_calls;
+    int events_mode; /* record state changes (events.h), not every call */
     int64_t min_ticks;
     uint32_t max_depth; /* 0: unlimited */
     et_prefixes include, exclude;
@@ -303,6 +315,7 @@ static void et_capture_free(et_capture *c)
         Py_XDECREF(c->events[i].b);
     }
     Py_XDECREF(c->region_names);
+    et_stacks_free(c->stacks);
     free(c->tasks);
     free(c->task_slots);
     free(c->events);
@@ -873,8 +886,15 @@ static inline PyMethodDef *et_c_function(PyObject *callable, PyObject **owner)
     return NULL;
 }
 
+static void et_ev_c_call(PyMethodDef *ml, PyObject *owner, int64_t now);
+static void et_ev_c_return(PyMethodDef *ml, int64_t now);
+
 static inline void et_on_c_call(PyMethodDef *ml, PyObject *owner, int64_t now)
 {
+    if (R.events_mode) {
+        et_ev_c_call(ml, owner, now);
+        return;
+    }
     et_thread *t = et_current_thread();
     if (ET_UNLIKELY(t == NULL)) {
         return;
@@ -889,6 +909,10 @@ static inline void et_on_c_call(PyMethodDef *ml, PyObject *owner, int64_t now)
 
 static inline void et_on_c_return(PyMethodDef *ml, int64_t now)
 {
+    if (R.events_mode) {
+        et_ev_c_return(ml, now);
+        return;
+    }
     et_thread *t = et_current_thread();
     if (ET_LIKELY(t != NULL)) {
         et_pop(t, ml, now);
@@ -1291,7 +1315,7 @@ static int et_prefixes_set(et_prefixes *p, PyObject *seq)
 
 /* Prepares a capture; the hooks are installed by the Cython layer after. */
 static int et_begin(uint64_t capacity, int use_ticks, int c_calls, int64_t min_duration_ns,
-                    uint32_t max_depth, PyObject *include, PyObject *exclude)
+                    uint32_t max_depth, PyObject *include, PyObject *exclude, int events_mode)
 {
     if (R.cap != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a capture is already in progress");
@@ -1306,8 +1330,15 @@ static int et_begin(uint64_t capacity, int use_ticks, int c_calls, int64_t min_d
         return -1;
     }
     c->use_ticks = use_ticks && ET_HAVE_TICKS;
+    c->events_mode = events_mode;
+    if (events_mode && (c->stacks = et_stacks_new()) == NULL) {
+        et_capture_free(c);
+        PyErr_NoMemory();
+        return -1;
+    }
     R.use_ticks = c->use_ticks;
-    R.c_calls = c_calls;
+    R.c_calls = c_calls || events_mode;
+    R.events_mode = events_mode;
     R.max_depth = max_depth;
     R.gc_start = 0;
     R.cap = c;
@@ -1416,6 +1447,7 @@ static et_capture *et_end(void)
     et_close_all(c, c->stop_clock.ticks);
     c->pos = R.ring_pos;
     c->written = R.written;
+    R.events_mode = 0;
     R.cap = NULL;
     R.epoch++;
     et_prefixes_free(&R.include);
@@ -1431,6 +1463,7 @@ static void et_after_fork_child(void)
     et_capture *c = R.cap;
     R.n_ignored = 0;
     R.active = 0;
+    R.events_mode = 0;
     R.cap = NULL;
     R.epoch++;
     et_prefixes_free(&R.include);
