@@ -627,6 +627,12 @@ cdef enum:
     ANNOTATION_STACK = 2
     # InternedData.debug_annotation_string_values; DebugAnnotation.string_value_iid
     F_INTERNED_ANNOTATION_STRINGS = 29
+    F_INTERNED_FUNCTION_NAMES = 5
+    F_INTERNED_FRAMES = 6
+    F_INTERNED_CALLSTACKS = 7
+    F_INTERNED_MAPPING_PATHS = 17
+    F_INTERNED_MAPPINGS = 19
+    F_PERF_SAMPLE = 66
     F_DA_STRING_VALUE_IID = 17
     # uncompressed bytes per compressed_packets chunk (Perfetto reads < 512 KiB)
     CHUNK_BYTES = 256 * 1024
@@ -1537,7 +1543,20 @@ cdef class _Sequence:
     cdef dict clocks         # incremental clock id -> last value
     cdef bint cleared
 
+    cdef dict annotation_strings  # iid -> str (debug annotation string values)
+    cdef dict function_names      # iid -> string index
+    cdef dict mapping_paths       # iid -> string index
+    cdef dict mappings            # iid -> string index of its path
+    cdef dict frames              # iid -> (function string index, file string index, line)
+    cdef dict callstacks          # iid -> tuple of frame iids, outermost first
+
     def __cinit__(self):
+        self.annotation_strings = {}
+        self.function_names = {}
+        self.mapping_paths = {}
+        self.mappings = {}
+        self.frames = {}
+        self.callstacks = {}
         self.names = {}
         self.categories = {}
         self.locations = {}
@@ -1555,6 +1574,12 @@ cdef class _Sequence:
         self.annotation_names.clear()
         self.log_bodies.clear()
         self.clocks.clear()
+        self.annotation_strings.clear()
+        self.function_names.clear()
+        self.mapping_paths.clear()
+        self.mappings.clear()
+        self.frames.clear()
+        self.callstacks.clear()
         self.cleared = True
 
 
@@ -1581,6 +1606,9 @@ cdef class _Decoder:
     cdef public list args             # list of dicts, referenced by s_args
     cdef public list instants         # (track uuid, ts, name, category, args, log)
     cdef public list counters         # (track uuid, ts, value)
+    cdef public list samples          # (ts, pid, tid, stack index): stack samples
+    cdef public list stacks           # per stack index: ((function, file, line) string indexes, ...), outermost first
+    cdef dict stack_index
     cdef public list clock_snapshots
     cdef public object primary_clock
     cdef dict clock_offsets           # clock key -> offset to the primary clock
@@ -1614,6 +1642,9 @@ cdef class _Decoder:
         self.args = []
         self.instants = []
         self.counters = []
+        self.samples = []
+        self.stacks = []
+        self.stack_index = {}
         self.clock_snapshots = []
         self.primary_clock = None
         self.clock_offsets = {}
@@ -1712,7 +1743,7 @@ cdef class _Decoder:
                 self._inflate(&f)
             elif f.wire == PB_LEN and f.number in (F_TRACK_EVENT, F_TRACK_DESCRIPTOR,
                                                  F_INTERNED_DATA, F_PACKET_DEFAULTS,
-                                                 F_CLOCK_SNAPSHOT):
+                                                 F_CLOCK_SNAPSHOT, F_PERF_SAMPLE):
                 parts.append((f.number, <size_t>(f.data - pf.data), f.size))
         if not parts:
             return
@@ -1740,6 +1771,8 @@ cdef class _Decoder:
                 self._track_descriptor(&sub)
             elif number == F_TRACK_EVENT:
                 self._track_event(seq, s, &sub, self._timestamp(seq, s, ts, clock_id))
+            elif number == F_PERF_SAMPLE and not self.metadata_only:
+                self._perf_sample(s, &sub, self._timestamp(seq, s, ts, clock_id))
 
     cdef _inflate(self, const pb_field* f):
         inflater = _zlib.decompressobj()
@@ -1850,6 +1883,12 @@ cdef class _Decoder:
         cdef pb_field f, g
         cdef object iid
         while pb_next(&r, &f) == 1:
+            if f.wire == PB_LEN and f.number in (F_INTERNED_FUNCTION_NAMES, F_INTERNED_FRAMES,
+                                                 F_INTERNED_CALLSTACKS, F_INTERNED_MAPPING_PATHS,
+                                                 F_INTERNED_MAPPINGS,
+                                                 F_INTERNED_ANNOTATION_STRINGS):
+                self._interned_profile(s, &f)
+                continue
             if f.wire != PB_LEN or f.number not in (1, 2, 3, 4, 20):
                 continue
             er = pb_sub(&f)
@@ -1881,6 +1920,78 @@ cdef class _Decoder:
                 s.locations[iid] = (self.intern(file), self.intern(name), line)
             else:
                 s.log_bodies[iid] = name
+
+    cdef _interned_profile(self, _Sequence s, const pb_field* pf):
+        """One entry of the InternedData that stack samples and waits' stacks use."""
+        cdef pb_reader r = pb_sub(pf)
+        cdef pb_reader ids
+        cdef pb_field g
+        cdef uint64_t v
+        iid = None
+        text = None
+        numbers = {}
+        frame_ids = []
+        while pb_next(&r, &g) == 1:
+            if g.number == 1 and g.wire == PB_VARINT:
+                iid = g.value
+            elif g.number == 2 and g.wire == PB_LEN and pf.number != F_INTERNED_CALLSTACKS:
+                text = self.text(&g)
+            elif pf.number == F_INTERNED_CALLSTACKS and g.number == 2:
+                if g.wire == PB_VARINT:
+                    frame_ids.append(g.value)
+                elif g.wire == PB_LEN:  # packed
+                    ids = pb_sub(&g)
+                    while ids.p < ids.end and pb_read_varint(&ids, &v) == 1:
+                        frame_ids.append(v)
+            elif g.wire == PB_VARINT:
+                numbers[g.number] = g.value
+            elif pf.number == F_INTERNED_MAPPINGS and g.number == 7 and g.wire == PB_LEN:
+                ids = pb_sub(&g)
+                if pb_read_varint(&ids, &v) == 1:
+                    numbers[7] = v
+        if iid is None:
+            return
+        if pf.number == F_INTERNED_ANNOTATION_STRINGS:
+            s.annotation_strings[iid] = text or ""
+        elif pf.number == F_INTERNED_FUNCTION_NAMES:
+            s.function_names[iid] = self.intern(text or "")
+        elif pf.number == F_INTERNED_MAPPING_PATHS:
+            s.mapping_paths[iid] = self.intern(text or "")
+        elif pf.number == F_INTERNED_MAPPINGS:
+            s.mappings[iid] = s.mapping_paths.get(numbers.get(7), self.intern(""))
+        elif pf.number == F_INTERNED_FRAMES:
+            line = numbers.get(4, 0)
+            s.frames[iid] = (s.function_names.get(numbers.get(2), self.intern("?")),
+                             s.mappings.get(numbers.get(3), self.intern("")),
+                             line if line <= 0x7FFFFFFF else 0)
+        elif pf.number == F_INTERNED_CALLSTACKS:
+            s.callstacks[iid] = tuple(frame_ids)
+
+    cdef _perf_sample(self, _Sequence s, const pb_field* pf, object ts):
+        """A stack sample: (ts, pid, tid, callstack index) in self.samples."""
+        cdef pb_reader r = pb_sub(pf)
+        cdef pb_field g
+        pid = tid = stack = 0
+        while pb_next(&r, &g) == 1:
+            if g.wire != PB_VARINT:
+                continue
+            if g.number == 2:
+                pid = g.value
+            elif g.number == 3:
+                tid = g.value
+            elif g.number == 4:
+                stack = g.value
+        frame_ids = s.callstacks.get(stack)
+        if frame_ids is None or ts is None:
+            self._problem(f"a stack sample names callstack {stack}, which is not defined")
+            return
+        frames = tuple(s.frames.get(f, (self.intern("?"), self.intern(""), 0)) for f in frame_ids)
+        index = self.stack_index.get(frames)
+        if index is None:
+            index = len(self.stacks)
+            self.stack_index[frames] = index
+            self.stacks.append(frames)
+        self.samples.append((ts, pid, tid, index))
 
     cdef _track_descriptor(self, const pb_field* pf):
         cdef pb_reader r = pb_sub(pf)
@@ -2072,6 +2183,8 @@ cdef class _Decoder:
                 value = (<double*>&f.value)[0]
             elif f.number == 6 and f.wire == PB_LEN:
                 value = self.text(&f)
+            elif f.number == F_DA_STRING_VALUE_IID and f.wire == PB_VARINT:
+                value = s.annotation_strings.get(f.value, "")
             elif f.number == 11 and f.wire == PB_LEN:
                 if not isinstance(entries, dict):
                     entries = {}

@@ -355,14 +355,15 @@ class Callstacks:
 
 
 def add_samples(extras: Extras, capture: Any, stacks: Callstacks, pid: int,
-                threads: Sequence[tuple[int, int, int, Any]]) -> int:
+                threads: Sequence[tuple[int, int, int, Any]]) -> tuple[int, int]:
     """The stack samples as PerfSample packets (thread, callstack), with the
     frames and callstacks they name interned on the extras' sequence: the
     Perfetto UI draws them per thread and shows a flame graph of a selected
-    range. Returns the number of samples."""
+    range. Returns the number of samples kept in the ring (each is one of its
+    records) and the number written (those with a callstack)."""
     samples = capture.samples()
     if not samples:
-        return 0
+        return 0, 0
     tids = [native_id or (ident & 0x7FFFFFFF) for _index, ident, native_id, _thread in threads]
     used = sorted({stack for _t, _ts, stack in samples if stack})
     # interned: function names, mapping paths (files), mappings, frames, callstacks
@@ -397,4 +398,4 @@ def add_samples(extras: Extras, capture: Any, stacks: Callstacks, pid: int,
         body = field_varint(2, pid) + field_varint(3, tids[thread]) + field_varint(4, stack)
         extras.samples.append((ts, field_bytes(_PERF_SAMPLE, body)))
         n += 1
-    return n
+    return len(samples), n

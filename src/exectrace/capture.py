@@ -290,7 +290,7 @@ class ClosedWindow:
             ("window.truncated", self.truncated),
             ("window.closed_by", self.closed_by),
             ("records.lost", capture.records_lost),
-            ("records.kept", capture.stats["records_kept"]),
+            ("records.kept", capture.stats["records_kept"] - self.extras_stats.get("samples.kept", 0)),
             ("gc.collections", capture.stats["gc_collections"]),
             ("gc.lost", capture.stats["gc_lost"]),
             ("annotations.lost", capture.stats["annotations_lost"]),
@@ -323,8 +323,9 @@ class ClosedWindow:
         if self.settings.mode == "events":
             stacks = _extras.Callstacks(capture, names)
             stack_texts = stacks.texts()
-            self.extras_stats["samples.count"] = _extras.add_samples(
-                extras, capture, stacks, pid, capture.threads())
+            kept, written = _extras.add_samples(extras, capture, stacks, pid, capture.threads())
+            self.extras_stats["samples.kept"] = kept
+            self.extras_stats["samples.written"] = written
             self.extras_stats["samples.interval_ns"] = self.settings.sample_interval
             self.extras_stats["callstacks.count"] = len(stack_texts)
             self.extras_stats["callstacks.truncated"] = capture.stats["callstacks_truncated"]
@@ -382,13 +383,15 @@ _tracing_lock = threading.Lock()
 def tracing(path: str | os.PathLike[str], **options: Any) -> Iterator[Window]:
     """Traces the block into one file at `path`, written when the block exits.
 
-    Options are settings (see exectrace.settings): buffer_size, c_calls,
-    min_duration, max_depth, include, exclude, compress, clock.
+    Options are settings (see exectrace.settings): mode (default "calls"
+    here), sample_interval, buffer_size, c_calls, min_duration, max_depth,
+    include, exclude, compress, clock.
 
         with exectrace.tracing("run.out", c_calls=False):
             work()
     """
-    settings = resolve(defaults(), **options)
+    # a development-time capture of a block: every call, unless asked otherwise
+    settings = resolve(defaults(), **{"mode": "calls", **options})
     target = os.fspath(path)
     if not _tracing_lock.acquire(blocking=False):
         raise ExectraceError("exectrace.tracing() is already active in this process")

@@ -612,8 +612,16 @@ static et_thread *et_thread_by_ident(et_capture *c, uint64_t ident, uint64_t nat
             return c->threads[i];
         }
     }
-    et_thread *t = et_thread_new(c, ident, native_id);
-    if (t != NULL && R.threading_active != NULL) {
+    return et_thread_new(c, ident, native_id);
+}
+
+/* A thread first seen by the sampler has not been through et_attach_thread:
+ * its threading.Thread is looked up until found (it registers itself in
+ * threading._active a little after it starts). */
+static void et_thread_find_pythread(et_thread *t)
+{
+    if (t->pythread == NULL && R.threading_active != NULL) {
+        uint64_t ident = t->ident;
         PyObject *key = PyLong_FromUnsignedLongLong(ident);
         if (key != NULL) {
             PyObject *found = PyDict_GetItem(R.threading_active, key); /* borrowed */
@@ -623,7 +631,6 @@ static et_thread *et_thread_by_ident(et_capture *c, uint64_t ident, uint64_t nat
         }
         PyErr_Clear();
     }
-    return t;
 }
 
 /* One sample of every thread but the sampler's own, the ignored ones and
@@ -649,6 +656,9 @@ static void et_sample_threads(void)
             continue;
         }
         et_thread *t = et_thread_by_ident(c, ident, (uint64_t)ts->native_thread_id);
+        if (t != NULL && t->pythread == NULL) {
+            et_thread_find_pythread(t);
+        }
         if (t != NULL && t->blocked == 0) {
             uint32_t stack = et_callstack(frame);
             et_record *r = &R.ring[R.ring_pos];
