@@ -159,6 +159,7 @@ cdef extern from "recorder.h":
         PyObject* threading_active
     _R R
     void et_capture_free(et_capture* c)
+    int64_t et_ns_to_ticks(const et_capture* c, int64_t ns)
     int et_begin(uint64_t capacity, int use_ticks, int c_calls, int64_t min_duration_ns,
                  uint32_t max_depth, object include_prefixes, object exclude_prefixes,
                  int events_mode) except -1
@@ -190,6 +191,7 @@ cdef extern from "events.h":
         uint64_t unrecorded
     struct _EV:
         uint64_t ticks_late
+        uint64_t short_waits
     _EV EV
     int et_set_blocking(object callables, object reasons) except -1
     int et_set_asyncio_steps(object context_run, object handle_run_code, object task_type,
@@ -199,6 +201,7 @@ cdef extern from "events.h":
     void et_sampler_reset()
     void et_sampler_stop()
     void et_events_after_fork_child()
+    void et_set_min_block(int64_t ticks)
     int ET_MAX_STACK
 
 cdef extern from "annotations.h":
@@ -368,7 +371,8 @@ def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
           int tool_id=2, bint seed_stacks=True, asyncio_running_loop=None,
           asyncio_current_tasks=None, asyncio_create_task_code=None, bint events_mode=False,
           blocking_callables=(), blocking_reasons=(), asyncio_context_run=None,
-          asyncio_handle_run_code=None, asyncio_task_type=None, asyncio_py_task_type=None):
+          asyncio_handle_run_code=None, asyncio_task_type=None, asyncio_py_task_type=None,
+          int64_t min_block_ns=0):
     """Opens a window.
 
     buffer_size: bytes for the ring of records (32 bytes each).
@@ -384,7 +388,8 @@ def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
     then blocking_callables/blocking_reasons: the C functions that wait and
     their reason numbers (>= 1); asyncio_context_run, asyncio_handle_run_code:
     Context.run and the code of Handle._run, where the loop runs callbacks;
-    asyncio_task_type, asyncio_py_task_type: the task classes whose steps count.
+    asyncio_task_type, asyncio_py_task_type: the task classes whose steps count;
+    min_block_ns: waits shorter than this are not recorded.
     Samples are taken by sample_loop(), run in a thread of the caller's.
     """
     global _hooks_installed, _events_hooks
@@ -400,6 +405,7 @@ def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
                              asyncio_py_task_type)
     et_begin(capacity, use_ticks, c_calls, min_duration_ns, max_depth,
              tuple(include_prefixes), tuple(exclude_prefixes), events_mode)
+    et_set_min_block(et_ns_to_ticks(R.cap, min_block_ns) if events_mode else 0)
     try:
         et_set_asyncio(asyncio_running_loop, asyncio_current_tasks, asyncio_create_task_code)
         if seed_stacks and not events_mode:
@@ -530,6 +536,7 @@ cdef dict _capture_stats(et_capture* c):
         "callstacks": (<et_stacks_view*>c.stacks).n_nodes if c.stacks != NULL else 0,
         "callstacks_truncated": (<et_stacks_view*>c.stacks).truncated if c.stacks != NULL else 0,
         "sampler_ticks_late": EV.ticks_late if c.events_mode else 0,
+        "short_waits": EV.short_waits if c.events_mode else 0,
     }
 
 

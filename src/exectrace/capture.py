@@ -141,11 +141,12 @@ def _asyncio_steps() -> dict[str, Any]:
     }
 
 
-def _events_options() -> dict[str, Any]:
+def _events_options(settings: Settings) -> dict[str, Any]:
     """The `events` mode's options of _tracecore.start()."""
     found = blocking.callables()
     return dict(
         events_mode=True,
+        min_block_ns=settings.min_block,
         blocking_callables=[obj for obj, _reason in found],
         blocking_reasons=[blocking.REASONS.index(reason) + 1 for _obj, reason in found],
         **_asyncio_steps(),
@@ -158,7 +159,7 @@ def _open_recorder(settings: Settings, seed_stacks: bool = True) -> str:
     events_mode = settings.mode == "events"
     options: dict[str, Any] = dict(
         **_asyncio_hooks(),
-        **(_events_options() if events_mode else {}),
+        **(_events_options(settings) if events_mode else {}),
         buffer_size=settings.buffer_size,
         c_calls=settings.c_calls,
         min_duration_ns=settings.min_duration,
@@ -329,6 +330,7 @@ class ClosedWindow:
             self.extras_stats["samples.interval_ns"] = self.settings.sample_interval
             self.extras_stats["callstacks.count"] = len(stack_texts)
             self.extras_stats["callstacks.truncated"] = capture.stats["callstacks_truncated"]
+            self.extras_stats["waits.short"] = capture.stats["short_waits"]
         return bytes(
             capture.encode(
                 names=names,

@@ -575,6 +575,12 @@ _TABLE = (
         "20ms",
     ),
     Setting(
+        "min_block", "EXECTRACE_MIN_BLOCK", Duration(), 10_000,
+        "In `events` mode, calls of blocking functions that return sooner are not recorded as "
+        "waits (they found their data or lock ready); their time counts as running.",
+        "100us",
+    ),
+    Setting(
         "interval", "EXECTRACE_INTERVAL", Duration(), 0,
         "Start-to-start time between trace windows; 0 disables tracing.",
         "15m", aliases=(_ALIAS + "interval",),
@@ -693,6 +699,7 @@ class Settings:
 
     mode: str
     sample_interval: int
+    min_block: int
     interval: int
     duration: int
     total_dump_size_limit: int

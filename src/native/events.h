@@ -302,8 +302,10 @@ static struct {
     int stop;
     uint64_t sampler_ident;
     uint64_t ticks_late; /* samples skipped because the GIL came back too late */
+    int64_t min_block_ticks; /* waits shorter than this are not recorded */
+    uint64_t short_waits;    /* calls of blocking functions that returned sooner */
 } EV = {{0}, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-        PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+        PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0};
 
 static inline uint32_t et_blocking_reason(PyMethodDef *ml)
 {
@@ -378,6 +380,10 @@ static int et_set_asyncio_steps(PyObject *context_run, PyObject *handle_run_code
 
 /* ---------------------------------------------------------------- waits */
 
+/* A call of a blocking function: pushed with no callstack.  Most such calls
+ * do not wait (a socket with data ready, a free lock): whether this one did
+ * is known at its return, which is where its callstack is taken (the
+ * calling frame is still at the call then), for waits of min_block or more. */
 static void et_ev_c_call(PyMethodDef *ml, PyObject *owner, int64_t now)
 {
     if (et_blocking_reason(ml) == 0) {
@@ -392,6 +398,16 @@ static void et_ev_c_call(PyMethodDef *ml, PyObject *owner, int64_t now)
         R.cap->dropped_calls++;
         return;
     }
+    et_frame *f = et_push(t, ml, slot->func, now);
+    if (f != NULL) {
+        f->flags = ET_REC_BLOCK;
+        t->blocked++;
+    }
+}
+
+/* The callstack of the running thread's current frame, or 0. */
+static uint32_t et_current_callstack(void)
+{
     uint32_t stack = 0;
     PyFrameObject *caller = PyEval_GetFrame(); /* borrowed */
     if (caller != NULL) {
@@ -401,19 +417,15 @@ static void et_ev_c_call(PyMethodDef *ml, PyObject *owner, int64_t now)
         PyErr_Clear();
         PyErr_Restore(exc_type, exc_value, exc_tb);
     }
-    /* The wait starts after the walk: its cost is not the wait's. */
-    et_frame *f = et_push(t, ml, slot->func, et_now());
-    if (f != NULL) {
-        f->flags = ET_REC_BLOCK | (stack << 8);
-        t->blocked++;
-    }
-    (void)now;
+    return stack;
 }
 
 /* Pops the innermost open call with `key` and every call above it. */
 static void et_ev_pop(et_thread *t, void *key, int64_t now)
 {
     uint32_t d = t->depth;
+    uint32_t stack = 0;
+    int have_stack = 0;
     while (d > 0 && t->stack[d - 1].key != key) {
         d--;
     }
@@ -423,8 +435,19 @@ static void et_ev_pop(et_thread *t, void *key, int64_t now)
     while (t->depth >= d) {
         t->depth--;
         et_frame *f = &t->stack[t->depth];
-        if (ET_REC_KIND(f->flags) == ET_REC_BLOCK && t->blocked > 0) {
-            t->blocked--;
+        if (ET_REC_KIND(f->flags) == ET_REC_BLOCK) {
+            if (t->blocked > 0) {
+                t->blocked--;
+            }
+            if (now - f->start < EV.min_block_ticks) {
+                EV.short_waits++;
+                continue;
+            }
+            if (!have_stack) {
+                stack = et_current_callstack();
+                have_stack = 1;
+            }
+            f->flags = ET_REC_BLOCK | (stack << 8);
         }
         et_emit(t, f, t->depth, now);
     }
@@ -439,6 +462,16 @@ static void et_ev_c_return(PyMethodDef *ml, int64_t now)
     if (ET_LIKELY(t != NULL)) {
         et_ev_pop(t, ml, now);
     }
+}
+
+/* Is the thread in a wait that has lasted min_block already? */
+static inline int et_thread_waiting(const et_thread *t, int64_t now)
+{
+    if (t->blocked == 0 || t->depth == 0) {
+        return 0;
+    }
+    const et_frame *top = &t->stack[t->depth - 1];
+    return ET_REC_KIND(top->flags) == ET_REC_BLOCK && now - top->start >= EV.min_block_ticks;
 }
 
 /* -------------------------------------------------------- asyncio steps */
@@ -659,7 +692,7 @@ static void et_sample_threads(void)
         if (t != NULL && t->pythread == NULL) {
             et_thread_find_pythread(t);
         }
-        if (t != NULL && t->blocked == 0) {
+        if (t != NULL && !et_thread_waiting(t, now)) {
             uint32_t stack = et_callstack(frame);
             et_record *r = &R.ring[R.ring_pos];
             if (++R.ring_pos == R.ring_capacity) {
@@ -722,6 +755,13 @@ static void et_sampler_loop(int64_t interval_ns)
         }
     }
     EV.sampler_ident = 0;
+}
+
+/* min_block in the recorder's time unit (ticks or ns). */
+static void et_set_min_block(int64_t ticks)
+{
+    EV.min_block_ticks = ticks;
+    EV.short_waits = 0;
 }
 
 static void et_sampler_reset(void)

@@ -1313,6 +1313,8 @@ static int et_prefixes_set(et_prefixes *p, PyObject *seq)
     return 0;
 }
 
+static int64_t et_ns_to_ticks(const et_capture *c, int64_t ns);
+
 /* Prepares a capture; the hooks are installed by the Cython layer after. */
 static int et_begin(uint64_t capacity, int use_ticks, int c_calls, int64_t min_duration_ns,
                     uint32_t max_depth, PyObject *include, PyObject *exclude, int events_mode)
@@ -1351,21 +1353,29 @@ static int et_begin(uint64_t capacity, int use_ticks, int c_calls, int64_t min_d
     R.epoch++;
     c->start_realtime_ns = et_realtime_ns();
     c->start_clock = et_read_clock_pair(c->use_ticks);
-    /* min_duration in ticks: calibrated on the fly for the TSC, rounded down
-     * so that a call of exactly min_duration is kept. */
-    if (min_duration_ns <= 0) {
-        R.min_ticks = 0;
-    } else if (!c->use_ticks) {
-        R.min_ticks = min_duration_ns;
-    } else {
-        et_clock_pair a = c->start_clock, b;
+    R.min_ticks = et_ns_to_ticks(c, min_duration_ns);
+    return 0;
+}
+
+/* A duration in the capture's time unit: calibrated for the TSC (once per
+ * process: 2 ms of spinning), rounded down so that exactly `ns` is kept. */
+static int64_t et_ns_to_ticks(const et_capture *c, int64_t ns)
+{
+    static double ticks_per_ns = 0.0;
+    if (ns <= 0) {
+        return 0;
+    }
+    if (!c->use_ticks) {
+        return ns;
+    }
+    if (ticks_per_ns == 0.0) {
+        et_clock_pair a = et_read_clock_pair(1), b;
         do {
             b = et_read_clock_pair(1);
         } while (b.mono_ns - a.mono_ns < 2000000);
-        double ticks_per_ns = (double)(b.ticks - a.ticks) / (double)(b.mono_ns - a.mono_ns);
-        R.min_ticks = (int64_t)((double)min_duration_ns * ticks_per_ns * 0.999);
+        ticks_per_ns = (double)(b.ticks - a.ticks) / (double)(b.mono_ns - a.mono_ns);
     }
-    return 0;
+    return (int64_t)((double)ns * ticks_per_ns * 0.999);
 }
 
 /* Adds the call stack a thread had at start, outermost first: calls already

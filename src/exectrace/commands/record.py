@@ -24,7 +24,7 @@ from exectrace.errors import ExectraceError
 
 HELP = "trace a whole run of a Python program (script or -m module) into one file"
 
-OPTIONS = ["mode", "sample_interval", "buffer_size", "c_calls", "min_duration", "max_depth", "include", "exclude", "compress", "clock"]
+OPTIONS = ["mode", "sample_interval", "min_block", "buffer_size", "c_calls", "min_duration", "max_depth", "include", "exclude", "compress", "clock"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
