@@ -487,7 +487,7 @@ static PyObject *et_callback_task(PyObject *callback)
         self = PyCFunction_GET_SELF(callback); /* C tasks' wakeup */
     } else if (PyMethod_Check(callback)) {
         self = PyMethod_GET_SELF(callback); /* pure-Python tasks */
-    } else if (strcmp(Py_TYPE(callback)->tp_name, "TaskStepMethWrapper") == 0) {
+    } else if (strstr(Py_TYPE(callback)->tp_name, "TaskStepMethWrapper") != NULL) {
         owned = PyObject_GetAttr(callback, EV.str_self); /* C tasks' step */
         if (owned == NULL) {
             PyErr_Clear();
