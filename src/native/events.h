@@ -688,7 +688,12 @@ static void et_sample_threads(void)
         if (frame == NULL) {
             continue;
         }
-        et_thread *t = et_thread_by_ident(c, ident, (uint64_t)ts->native_thread_id);
+#if PY_VERSION_HEX >= 0x030B0000
+        uint64_t native_id = (uint64_t)ts->native_thread_id;
+#else
+        uint64_t native_id = 0; /* not kept by <= 3.10: learnt when the thread itself runs a hook */
+#endif
+        et_thread *t = et_thread_by_ident(c, ident, native_id);
         if (t != NULL && t->pythread == NULL) {
             et_thread_find_pythread(t);
         }

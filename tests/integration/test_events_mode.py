@@ -185,9 +185,9 @@ def test_samples_read_back_with_their_threads_and_frames(mixed):
     tids = {t.tid: t.name for t in model.thread_tracks()}
     assert {tids[s.tid] for s in model.samples} == {s.thread for s in samples}
     assert sorted(s.frames[-1][0] for s in model.samples) == sorted(s.stack[-1].function for s in samples)
-    # a thread inside a recorded wait is not sampled: the sleeper is mostly asleep
-    sleeper = [s for s in samples if s.thread == "sleeper"]
-    assert len(sleeper) < len(computer)
+    if HAS_SYS_MONITORING:  # a thread inside a recorded wait is not sampled
+        sleeper = [s for s in samples if s.thread == "sleeper"]
+        assert len(sleeper) < len(computer)
 
 
 def test_metadata_counts_records_and_samples_apart(mixed):
