@@ -202,6 +202,7 @@ cdef extern from "events.h":
     void et_sampler_stop()
     void et_events_after_fork_child()
     void et_set_min_block(int64_t ticks)
+    object et_make_wrapper(object func, object named_after)
     int ET_MAX_STACK
 
 cdef extern from "annotations.h":
@@ -457,6 +458,18 @@ cdef _install_events_monitoring(int tool_id, create_task_code):
         mon.set_local_events(tool_id, create_task_code, events.PY_START | events.PY_RETURN)
         global _local_events_code
         _local_events_code = create_task_code
+
+
+def wait_wrapper(func, named_after):
+    """<= 3.11 `events` windows: a callable that calls func and records each
+    call as a wait in the C function named_after (exectrace/_waits.py puts
+    them in place for a window). Binds like a function in a class."""
+    return et_make_wrapper(func, named_after)
+
+
+def step_wrapper(func):
+    """<= 3.11 `events` windows: wraps asyncio's Handle._run to record task steps."""
+    return et_make_wrapper(func, None)
 
 
 def sampler_reset():

@@ -140,7 +140,7 @@ def _events_threads(trace: Trace, threads: list[dict[str, Any]], samples: list[A
     by_tid = {t["tid"]: t for t in threads}
     for tid in first:
         if tid not in by_tid:
-            t = {"name": names[tid], "tid": tid, "calls": 0, "python_s": 0.0, "c_s": 0.0,
+            t: dict[str, Any] = {"name": names[tid], "tid": tid, "calls": 0, "python_s": 0.0, "c_s": 0.0,
                  "running_s": 0.0, "blocked_s": dict.fromkeys(REASONS, 0.0), "gc_s": 0.0}
             threads.append(t)
             by_tid[tid] = t

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from exectrace import _extras, _names, _tracecore, blocking, locks
+from exectrace import _extras, _names, _tracecore, _waits, blocking, locks
 from exectrace._compat import HAS_SYS_MONITORING, IS_LINUX, IS_MACOS
 from exectrace._files import write_atomic
 from exectrace._version import __version__
@@ -171,7 +171,15 @@ def _open_recorder(settings: Settings, seed_stacks: bool = True) -> str:
     )
     if not HAS_SYS_MONITORING:
         _tracecore.start(**options)
-        return "samples, GC, traced locks (no hook)" if events_mode else "PyEval_SetProfile"
+        if not events_mode:
+            return "PyEval_SetProfile"
+        try:
+            wrapped = _waits.install()
+        except Exception:
+            _tracecore.stop()
+            _waits.uninstall()
+            raise
+        return f"samples, GC, traced locks, {wrapped} wrappers (no hook)"
     monitoring = sys.monitoring  # type: ignore[attr-defined]
     held = {i: monitoring.get_tool(i) for i in _MONITORING_TOOL_IDS}
     free = [i for i in _MONITORING_TOOL_IDS if held[i] is None]
@@ -250,6 +258,7 @@ class Window:
 
     def close(self) -> ClosedWindow:
         capture = _tracecore.stop()
+        _waits.uninstall()
         if self.stack_sampler is not None:
             self.stack_sampler.stop()
         samples = self.sampler.stop() if self.sampler is not None else []

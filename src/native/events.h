@@ -487,8 +487,9 @@ static PyObject *et_callback_task(PyObject *callback)
         self = PyCFunction_GET_SELF(callback); /* C tasks' wakeup */
     } else if (PyMethod_Check(callback)) {
         self = PyMethod_GET_SELF(callback); /* pure-Python tasks */
-    } else if (strstr(Py_TYPE(callback)->tp_name, "TaskStepMethWrapper") != NULL) {
-        owned = PyObject_GetAttr(callback, EV.str_self); /* C tasks' step */
+    } else if (strstr(Py_TYPE(callback)->tp_name, "MethWrapper") != NULL) {
+        /* TaskStepMethWrapper; TaskWakeupMethWrapper up to 3.10 */
+        owned = PyObject_GetAttr(callback, EV.str_self);
         if (owned == NULL) {
             PyErr_Clear();
         }
@@ -634,6 +635,171 @@ static PyObject *et_events_callback(int role)
     PyErr_SetString(PyExc_RuntimeError, "sys.monitoring needs Python 3.12");
     return NULL;
 #endif
+}
+
+/* ------------------------------------------- wrappers for <= 3.11 windows */
+
+/* Without a cheap hook, an `events` window on <= 3.11 sees waits through
+ * wrappers that exectrace puts in place of blocking functions for the
+ * window (module functions, methods of Python classes: exectrace/_waits.py)
+ * and asyncio steps through one around Handle._run.  A wrapper records
+ * exactly what the 3.12+ hooks record for the function it is named after;
+ * outside a window it is one flag check and the call. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *func;    /* what is called */
+    PyMethodDef *ml;   /* the C function the wait is named after (NULL: a step wrapper) */
+    PyObject *owner;   /* its owner, as the hooks would see it */
+} et_wrapper;
+
+static PyTypeObject et_wrapper_type;
+static PyObject *et_str_callback;
+
+static PyObject *et_wrapper_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
+                                       PyObject *kwnames)
+{
+    et_wrapper *w = (et_wrapper *)op;
+    if (ET_LIKELY(!R.active || !R.events_mode)) {
+        return PyObject_Vectorcall(w->func, args, nargsf, kwnames);
+    }
+    PyObject *result;
+    if (w->ml != NULL) {
+        et_ev_c_call(w->ml, w->owner, et_now());
+        result = PyObject_Vectorcall(w->func, args, nargsf, kwnames);
+        if (R.active) {
+            et_ev_c_return(w->ml, et_now());
+        }
+        return result;
+    }
+    /* Handle._run(self): the callback it runs tells the task */
+    PyObject *callback = NULL;
+    if (PyVectorcall_NARGS(nargsf) >= 1 && EV.context_run != NULL) {
+        PyObject *exc_type, *exc_value, *exc_tb;
+        PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+        callback = PyObject_GetAttr(args[0], et_str_callback);
+        PyErr_Clear();
+        PyErr_Restore(exc_type, exc_value, exc_tb);
+        et_ev_step_begin(callback, et_now());
+    }
+    result = PyObject_Vectorcall(w->func, args, nargsf, kwnames);
+    if (callback != NULL) {
+        if (R.active) {
+            et_ev_step_end(et_now());
+        }
+        Py_DECREF(callback);
+    }
+    return result;
+}
+
+/* A wrapper stored in a class binds like the function it replaces. */
+static PyObject *et_wrapper_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (obj == NULL || obj == Py_None) {
+        return Py_NewRef(self);
+    }
+    return PyMethod_New(self, obj);
+}
+
+static void et_wrapper_dealloc(et_wrapper *w)
+{
+    Py_XDECREF(w->func);
+    Py_XDECREF(w->owner);
+    Py_TYPE(w)->tp_free((PyObject *)w);
+}
+
+static PyObject *et_wrapper_repr(et_wrapper *w)
+{
+    return PyUnicode_FromFormat("<exectrace wrapper of %R>", w->func);
+}
+
+static PyObject *et_wrapper_get_wrapped(et_wrapper *w, void *closure)
+{
+    return Py_NewRef(w->func);
+}
+
+/* Anything else (__name__, __doc__, __module__, ...) is the wrapped function's. */
+static PyObject *et_wrapper_getattro(PyObject *self, PyObject *name)
+{
+    PyObject *found = PyObject_GenericGetAttr(self, name);
+    if (found != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        return found;
+    }
+    PyErr_Clear();
+    return PyObject_GetAttr(((et_wrapper *)self)->func, name);
+}
+
+/* Pickles as the function it wraps. */
+static PyObject *et_wrapper_reduce(PyObject *self, PyObject *unused)
+{
+    return PyObject_CallMethod(((et_wrapper *)self)->func, "__reduce__", NULL);
+}
+
+static PyMethodDef et_wrapper_methods[] = {
+    {"__reduce__", (PyCFunction)et_wrapper_reduce, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyGetSetDef et_wrapper_getset[] = {
+    {"__wrapped__", (getter)et_wrapper_get_wrapped, NULL, NULL, NULL},
+    {NULL},
+};
+
+static PyTypeObject et_wrapper_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "exectrace.Wrapper",
+    .tp_basicsize = sizeof(et_wrapper),
+    .tp_dealloc = (destructor)et_wrapper_dealloc,
+    .tp_repr = (reprfunc)et_wrapper_repr,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(et_wrapper, vectorcall),
+    .tp_descr_get = et_wrapper_get,
+    .tp_getattro = et_wrapper_getattro,
+    .tp_methods = et_wrapper_methods,
+    .tp_getset = et_wrapper_getset,
+#if PY_VERSION_HEX >= 0x030C0000
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+#else
+    .tp_flags = Py_TPFLAGS_DEFAULT | _Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+#endif
+};
+
+/* wrapper(func, named_after): calls of func recorded as waits in the C
+ * function named_after (a builtin or method descriptor of the blocking
+ * table); named_after None: func is Handle._run, recorded as steps. */
+static PyObject *et_make_wrapper(PyObject *func, PyObject *named_after)
+{
+    if (et_wrapper_type.tp_flags & Py_TPFLAGS_READY) {
+        /* ready */
+    } else if (PyType_Ready(&et_wrapper_type) < 0) {
+        return NULL;
+    }
+    if (et_str_callback == NULL && (et_str_callback = PyUnicode_InternFromString("_callback")) == NULL) {
+        return NULL;
+    }
+    if (!PyCallable_Check(func)) {
+        PyErr_SetString(PyExc_TypeError, "func must be callable");
+        return NULL;
+    }
+    PyMethodDef *ml = NULL;
+    PyObject *owner = NULL;
+    if (named_after != Py_None) {
+        ml = et_c_function(named_after, &owner);
+        if (ml == NULL) {
+            PyErr_SetString(PyExc_TypeError, "named_after must be a C function or method descriptor");
+            return NULL;
+        }
+    }
+    et_wrapper *w = PyObject_New(et_wrapper, &et_wrapper_type);
+    if (w == NULL) {
+        return NULL;
+    }
+    w->vectorcall = et_wrapper_vectorcall;
+    w->func = Py_NewRef(func);
+    w->ml = ml;
+    w->owner = owner;
+    Py_XINCREF(owner);
+    return (PyObject *)w;
 }
 
 /* ------------------------------------------------------------ the sampler */

@@ -15,13 +15,8 @@ import pytest
 
 import exectrace
 from exectrace import analysis
-from exectrace._compat import HAS_SYS_MONITORING
 from exectrace.__main__ import main
 from perfetto_check import check_trace
-
-needs_monitoring = pytest.mark.skipif(
-    not HAS_SYS_MONITORING,
-    reason="on 3.9-3.11 an events window sees waits through traced locks only (README)")
 
 
 def known_hot_function(n: int) -> int:
@@ -131,7 +126,6 @@ def mixed(tmp_path_factory):
     return path, measured
 
 
-@needs_monitoring
 def test_per_thread_split_matches_what_the_program_measured(mixed):
     path, measured = mixed
     summary = analysis.summarize(exectrace.read(path))
@@ -165,11 +159,10 @@ def test_waits_carry_their_callstacks(mixed):
         assert wait.stack, wait
         assert wait.stack[-1].function.endswith("once") and wait.stack[-1].file == __file__
         assert wait.stack[0].function == "Thread._bootstrap" or "bootstrap" in wait.stack[0].function
-    if HAS_SYS_MONITORING:
-        sleeps = [s for s in trace.slices() if s.name == "time.sleep" and s.thread == "sleeper"]
-        assert sleeps and all(s.stack[-1].function.endswith("<lambda>") for s in sleeps)
-        reads = [s for s in trace.slices() if s.thread == "reader" and s.blocking == "io"]
-        assert reads and all(s.stack[-1].line > 0 for s in reads)
+    sleeps = [s for s in trace.slices() if s.name == "time.sleep" and s.thread == "sleeper"]
+    assert sleeps and all(s.stack[-1].function.endswith("<lambda>") for s in sleeps)
+    reads = [s for s in trace.slices() if s.thread == "reader" and s.blocking == "io"]
+    assert reads and all(s.stack[-1].line > 0 for s in reads)
 
 
 def test_samples_read_back_with_their_threads_and_frames(mixed):
@@ -185,9 +178,9 @@ def test_samples_read_back_with_their_threads_and_frames(mixed):
     tids = {t.tid: t.name for t in model.thread_tracks()}
     assert {tids[s.tid] for s in model.samples} == {s.thread for s in samples}
     assert sorted(s.frames[-1][0] for s in model.samples) == sorted(s.stack[-1].function for s in samples)
-    if HAS_SYS_MONITORING:  # a thread inside a recorded wait is not sampled
-        sleeper = [s for s in samples if s.thread == "sleeper"]
-        assert len(sleeper) < len(computer)
+    # a thread inside a recorded wait is not sampled
+    sleeper = [s for s in samples if s.thread == "sleeper"]
+    assert len(sleeper) < len(computer)
 
 
 def test_metadata_counts_records_and_samples_apart(mixed):
@@ -232,7 +225,6 @@ def test_pprof_has_a_sample_type_per_reason(mixed, tmp_path):
     assert totals["lock"] == waited
 
 
-@needs_monitoring
 def test_asyncio_steps_are_attributed_to_their_tasks(tmp_path):
     path = tmp_path / "asyncio.out"
 
@@ -254,7 +246,8 @@ def test_asyncio_steps_are_attributed_to_their_tasks(tmp_path):
     for i in range(3):
         assert by_task[f"w{i}"] == 5, by_task  # the first step and one per sleep
     assert {s.name for s in steps if s.task.startswith("w")} == {"test_asyncio_steps_are_attributed_to_their_tasks.<locals>.worker"}
-    # the loop's idle waits are io waits with a stack through the event loop
+    # the loop's idle waits are io waits with a stack through the event loop (on 3.9-3.11
+    # the wait is the selector's select(), named after the poll it waits in)
     polls = [s for s in trace.slices() if s.name.endswith(".poll") or s.name == "select.select"]
     assert polls and all(any("_run_once" in f.function for f in s.stack) for s in polls)
 
