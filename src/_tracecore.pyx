@@ -1160,11 +1160,14 @@ cdef class Capture:
         """[(kind, ts_ns, thread index or -1, user task id, a, b)] of the user
         annotations other than plain regions: kind is "log" (a: category, b:
         message), "task_begin"/"task_end" (a: name) or "region_begin"/
-        "region_end" (a region of a task; a: name)."""
+        "region_end" (a region of a task; a: name); and the hand-offs of
+        traced locks (`events` mode): "handoff_release" (user task id: flow
+        id << 24 | the releaser's callstack id), "handoff_acquire" (flow id)."""
         cdef et_capture* c = self._get()
         cdef Clock k = self._clock()
         cdef et_event* e
-        kinds = {1: "log", 2: "task_begin", 3: "task_end", 4: "region_begin", 5: "region_end"}
+        kinds = {1: "log", 2: "task_begin", 3: "task_end", 4: "region_begin", 5: "region_end",
+                 6: "handoff_release", 7: "handoff_acquire"}
         result = []
         for i in range(c.n_events):
             e = &c.events[i]

@@ -117,10 +117,13 @@ class Extras:
         self.events.append(_Event(max(start, end), 0, field_varint(9, _SLICE_END) + field_varint(11, track)))
 
     def instant(self, track: int, ts: int, name: str, categories: Sequence[str] = (),
-                args: Optional[dict[str, Any]] = None) -> None:
+                args: Optional[dict[str, Any]] = None, flows_out: Sequence[int] = (),
+                flows_in: Sequence[int] = ()) -> None:
         body = field_varint(9, _INSTANT) + field_varint(11, track) + _str(23, name)
         body += b"".join(_str(22, c) for c in categories)
         body += b"".join(_annotation(k, v) for k, v in (args or {}).items())
+        body += b"".join(_fixed64(47, f) for f in flows_out)
+        body += b"".join(_fixed64(48, f) for f in flows_in)
         self.events.append(_Event(ts, 2, body))
 
     def counter(self, track: int, ts: int, value: float) -> None:
@@ -399,3 +402,46 @@ def add_samples(extras: Extras, capture: Any, stacks: Callstacks, pid: int,
         extras.samples.append((ts, field_bytes(_PERF_SAMPLE, body)))
         n += 1
     return len(samples), n
+
+
+def add_handoffs(extras: Extras, capture: Any, thread_names: Sequence[str],
+                 stacks: Optional[Callstacks]) -> int:
+    """Traced locks' hand-offs (`events` mode): an instant where a thread
+    released a lock others waited for (with its callstack), one where the
+    waiter it woke got the lock, and a flow from the first to the second, on
+    a "<thread> lock hand-offs" child track of each thread. Returns how many
+    hand-offs reached a waiter."""
+    releases: dict[int, tuple[int, int, int]] = {}  # flow -> (ts, thread, stack)
+    acquires: list[tuple[int, int, int]] = []  # (ts, thread, flow)
+    for kind, ts, thread, value, _a, _b in capture.events():
+        if kind == "handoff_release" and thread >= 0:
+            releases[value >> 24] = (ts, thread, value & 0xFFFFFF)
+        elif kind == "handoff_acquire" and thread >= 0:
+            acquires.append((ts, thread, value))
+    tracks: dict[int, int] = {}
+
+    def track(thread: int) -> int:
+        if thread not in tracks:
+            name = thread_names[thread] if 0 <= thread < len(thread_names) else f"thread {thread}"
+            tracks[thread] = extras.new_track(f"{name} lock hand-offs",
+                                              parent=_tracecore.track_uuid(extras.pid, "thread", thread))
+        return tracks[thread]
+
+    n = 0
+    for ts, thread, flow in acquires:
+        release = releases.get(flow)
+        if release is None:
+            continue
+        r_ts, r_thread, r_stack = release
+        flow_id = _tracecore.track_uuid(extras.pid, "extra", 0x20000000 + flow)
+        to = thread_names[thread] if 0 <= thread < len(thread_names) else ""
+        args: dict[str, Any] = {"to": to}
+        if stacks is not None and r_stack:
+            args["stack"] = stacks.text(r_stack)
+        extras.instant(track(r_thread), r_ts, "lock released", categories=("lock",), args=args,
+                       flows_out=(flow_id,))
+        frm = thread_names[r_thread] if 0 <= r_thread < len(thread_names) else ""
+        extras.instant(track(thread), max(ts, r_ts), "lock acquired", categories=("lock",),
+                       args={"from": frm}, flows_in=(flow_id,))
+        n += 1
+    return n

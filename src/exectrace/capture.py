@@ -340,6 +340,7 @@ class ClosedWindow:
             self.extras_stats["callstacks.count"] = len(stack_texts)
             self.extras_stats["callstacks.truncated"] = capture.stats["callstacks_truncated"]
             self.extras_stats["waits.short"] = capture.stats["short_waits"]
+            self.extras_stats["locks.handoffs"] = _extras.add_handoffs(extras, capture, threads, stacks)
         return bytes(
             capture.encode(
                 names=names,

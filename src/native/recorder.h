@@ -163,6 +163,11 @@ enum {
     ET_EV_TASK_END = 3,
     ET_EV_REGION_BEGIN = 4,
     ET_EV_REGION_END = 5,
+    /* `events` mode: a traced lock released to a waiting thread, and that
+     * thread's wait ending; task holds the hand-off's flow id (and, for the
+     * release, the releaser's callstack id in the low 24 bits). */
+    ET_EV_HANDOFF_RELEASE = 6,
+    ET_EV_HANDOFF_ACQUIRE = 7,
 };
 #define ET_MAX_EVENTS (1u << 20)
 

@@ -307,3 +307,40 @@ if pid:
         samples = [s for t in traces for s in t.samples()]
         assert samples, pid
         assert any(s.stack[-1].function == "known_hot_function" for s in samples)
+
+
+def test_lock_hand_offs_draw_a_flow_from_the_release_to_the_waiter(tmp_path):
+    path = tmp_path / "handoff.out"
+    with exectrace.tracing(path, mode="events"):
+        lock = threading.Lock()  # a traced lock
+        holding = threading.Event()
+
+        def holder() -> None:
+            for _ in range(5):
+                with lock:
+                    holding.set()
+                    time.sleep(0.02)
+                time.sleep(0.005)
+
+        def waiter() -> None:
+            holding.wait()
+            for _ in range(5):
+                with lock:
+                    time.sleep(0.001)
+
+        threads = [threading.Thread(target=holder, name="holder"),
+                   threading.Thread(target=waiter, name="waiter")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    model = check_trace(path)
+    trace = exectrace.read(path)
+    released = [e for e in trace.instants() if e.name == "lock released"]
+    acquired = [e for e in trace.instants() if e.name == "lock acquired"]
+    assert released and len(released) == len(acquired) == trace.metadata["locks.handoffs"]
+    assert {e.track for e in released if e.args["to"] == "waiter"} == {"holder lock hand-offs"}
+    assert all("holder" in e.args["stack"] for e in released if e.args["to"] == "waiter")
+    # the flows, as Perfetto reads them: each release's flow id ends at an acquire
+    outgoing = {f for i in model.instants if i.name == "lock released" for f in i.flow_ids}
+    assert len(outgoing) == len(released)
