@@ -180,7 +180,7 @@ def test_values_are_never_recorded(tmp_path, compress, mode):
     (path,) = [dump / n for n in os.listdir(dump) if OWNED.match(n)]
     raw = path.read_bytes()
     inflated = inflate_all(raw)
-    if compress == "1":
+    if compress == "1" and mode == "calls":
         assert len(inflated) > 3 * len(raw)  # chunks were inflated
     for form in (secret, secret.upper(), secret.encode().hex()):
         assert form.encode() not in inflated
