@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from exectrace import _tracecore, capture, settings  # noqa: E402
 
 MODES = ["untraced", "floor", "exectrace", "viztracer", "cprofile"]
+#: "exectrace" above is a `calls` window (every call), the mode these peers compare with
+CALLS = {"mode": "calls"}
 
 
 class _KeepInstrumentation:
@@ -64,7 +66,7 @@ def tracer(mode: str) -> Iterator[None]:
         finally:
             _tracecore.floor_stop()
     elif mode == "exectrace":
-        window = capture.Window.open(settings.defaults())
+        window = capture.Window.open(settings.resolve(settings.defaults(), **CALLS))
         try:
             yield
         finally:
@@ -165,7 +167,7 @@ def big_trace_file(tmp_path_factory):
     """A trace file of the call-heavy and scheduler workloads (about 1.4M slices)."""
     import workloads
 
-    window = capture.Window.open(settings.defaults())
+    window = capture.Window.open(settings.resolve(settings.defaults(), **CALLS))
     for _ in range(4):
         workloads.call_heavy()
         workloads.scheduler()

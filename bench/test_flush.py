@@ -12,7 +12,7 @@ from exectrace import capture, settings
 @pytest.fixture(scope="module")
 def closed_window():
     """A window of the call-heavy and scheduler workloads (about 1M slices)."""
-    window = capture.Window.open(settings.defaults())
+    window = capture.Window.open(settings.resolve(settings.defaults(), mode="calls"))
     for _ in range(4):
         workloads.call_heavy()
         workloads.scheduler()

@@ -175,7 +175,7 @@ def test_traced_locks(benchmark, mode):
 
 @pytest.fixture(scope="module")
 def closed_window():
-    window = capture.Window.open(settings.defaults())
+    window = capture.Window.open(settings.resolve(settings.defaults(), mode="calls"))
     server = workloads.LoopbackServer()
     try:
         for _ in range(3):

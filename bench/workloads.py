@@ -11,6 +11,7 @@ server       a threaded TCP server answering requests from client threads over
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import socketserver
@@ -279,3 +280,44 @@ def server_round(address: tuple[str, int], clients: int = 4, requests: int = 150
     for t in threads:
         t.join()
     return sum(answered)
+
+
+# --------------------------------------------------------------- asyncio
+
+
+async def _echo_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        request = json.loads(line)
+        writer.write(json.dumps({"id": request["id"], "sum": sum(request["values"])}).encode() + b"\n")
+        await writer.drain()
+    writer.close()
+
+
+async def _echo_client(port: int, requests: int) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    done = 0
+    for i in range(requests):
+        writer.write(json.dumps({"id": i, "values": list(range(20))}).encode() + b"\n")
+        await writer.drain()
+        reply = json.loads(await reader.readline())
+        done += reply["id"] == i
+    writer.close()
+    await writer.wait_closed()
+    return done
+
+
+async def _asyncio_server_round(clients: int, requests: int) -> int:
+    server = await asyncio.start_server(_echo_handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        results = await asyncio.gather(*(_echo_client(port, requests) for _ in range(clients)))
+    return sum(results)
+
+
+def asyncio_server_round(clients: int = 8, requests: int = 100) -> int:
+    """An asyncio echo server over loopback with `clients` client tasks in the
+    same loop, each sending `requests` JSON requests."""
+    return asyncio.run(_asyncio_server_round(clients, requests))

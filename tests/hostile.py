@@ -191,6 +191,21 @@ def byte_files(plain: bytes, packed: bytes) -> dict[str, bytes]:
     return files
 
 
+def events_files(events: bytes) -> dict[str, bytes]:
+    """Name -> content of hostile variants of an `events` file: its callstacks,
+    frames and samples damaged, cut and spliced."""
+    files: dict[str, bytes] = {}
+    for seed in range(4):
+        files[f"events-bitflip-{seed}"] = flip_bits(events, 200 + seed)
+        files[f"events-splice-{seed}"] = splice(events, 200 + seed)
+    for cut in sorted({len(events) // 4, len(events) // 2, 3 * len(events) // 4, len(events) - 1}):
+        files[f"events-truncated-at-{cut}"] = events[:cut]
+    # a sample naming a callstack that no interned data defines
+    files["events-undefined-callstack"] = events + packet(vi(8, 1), vi(10, 1), vi(13, 2),
+                                                          ld(66, vi(2, 1) + vi(3, 1) + vi(4, 99999)))
+    return files
+
+
 def special_files(directory: Path) -> dict[str, Path]:
     """Name -> path of entries that are not regular files: a directory, a
     FIFO, symlinks to /dev/zero and /dev/urandom, a dangling symlink and a
@@ -275,3 +290,6 @@ def downstream(trace: Trace) -> None:
     export.to_chrome_json(trace, text, progress=False)
     json.loads(text.getvalue())
     export.build_pprof(trace, progress=False)
+    export.build_events_pprof(trace)
+    for sample in trace.samples():
+        assert isinstance(sample.stack, tuple)

@@ -255,6 +255,16 @@ class ClockSnapshotInfo:
 
 
 @dataclass
+class StackSample:
+    """A PerfSample: frames are (function name, rel_pc), outermost first."""
+
+    pid: int
+    tid: int
+    ts: int
+    frames: tuple[tuple[str, int], ...]
+
+
+@dataclass
 class TraceModel:
     tracks: dict[int, Track] = field(default_factory=dict)
     slices: list[Slice] = field(default_factory=list)  # in order of their begin events
@@ -263,6 +273,7 @@ class TraceModel:
     packet_count: int = 0  # logical packets (inside chunks counted, chunk carriers not)
     sequence_ids: set[int] = field(default_factory=set)  # non-zero sequence ids used
     clock_snapshots: list[ClockSnapshotInfo] = field(default_factory=list)
+    samples: list[StackSample] = field(default_factory=list)  # PerfSample packets
     trace_clock: int = CLOCK_BOOTTIME  # clock domain of every ts in the model
     compressed_chunks: int = 0
     _track_slices: dict[int, list[Slice]] = field(default_factory=dict, repr=False, compare=False)
@@ -842,6 +853,33 @@ class _Checker:
             self.track_event(pkt.track_event, st, ts)
         elif which == "track_descriptor":
             self.track_descriptor(pkt.track_descriptor)
+        elif which == "perf_sample":
+            if ts is None:
+                self.fail("event", "perf_sample packet without a timestamp")
+            assert st is not None
+            self.perf_sample(pkt.perf_sample, st, ts)
+
+    # -- stack samples ---------------------------------------------------------
+    def perf_sample(self, ps: Any, st: _Seq, ts: int) -> None:
+        """What trace_processor needs to put a PerfSample in its perf_sample
+        table and the UI's flame graph: its callstack, every frame of it and
+        every frame's function name and mapping interned on the sequence (or
+        the sample is dropped), and a pid/tid (the thread the UI shows it on)."""
+        if not (ps.HasField("pid") and ps.HasField("tid")):
+            self.fail("event", "perf_sample without pid and tid")
+        raw = self.lookup(st, "callstacks", ps.callstack_iid, "PerfSample.callstack_iid")
+        callstack = pb.Callstack()
+        callstack.ParseFromString(raw)
+        frames = []
+        for frame_iid in callstack.frame_ids:
+            frame = pb.Frame()
+            frame.ParseFromString(self.lookup(st, "frames", frame_iid, "Callstack.frame_ids"))
+            function = pb.InternedString()
+            function.ParseFromString(self.lookup(st, "function_names", frame.function_name_id,
+                                                 "Frame.function_name_id"))
+            self.lookup(st, "mappings", frame.mapping_id, "Frame.mapping_id")
+            frames.append((bytes(function.str).decode("utf-8", "replace"), frame.rel_pc))
+        self.model.samples.append(StackSample(ps.pid, ps.tid, ts, tuple(frames)))
 
     # -- incremental state ---------------------------------------------------
     def defaults(self, d: Any, st: _Seq) -> None:
@@ -1254,6 +1292,12 @@ class _Checker:
     # -- end of file -------------------------------------------------------------
     def finish(self) -> None:
         tracks = self.model.tracks
+        threads = {(t.pid, t.tid) for t in tracks.values() if t.kind == "thread"}
+        for sample in self.model.samples:
+            if (sample.pid, sample.tid) not in threads:
+                self.fail("track", f"perf_sample of pid {sample.pid} tid {sample.tid}, which no "
+                                   "thread TrackDescriptor describes (the UI shows it on no thread)",
+                          where="perf_sample")
         for uuid, parent, where in self.parent_refs:
             if parent not in tracks:
                 self.fail(

@@ -50,6 +50,12 @@ cdef class _Sequence:
     cdef object default_track
     cdef dict clocks         # incremental clock id -> last value
     cdef bint cleared
+    cdef dict annotation_strings  # iid -> str (debug annotation string values)
+    cdef dict function_names      # iid -> string index
+    cdef dict mapping_paths       # iid -> string index
+    cdef dict mappings            # iid -> string index of its path
+    cdef dict frames              # iid -> (function string index, file string index, line)
+    cdef dict callstacks          # iid -> tuple of frame iids, outermost first
 
     def __cinit__(self):
         self.names = {}
@@ -58,6 +64,12 @@ cdef class _Sequence:
         self.annotation_names = {}
         self.log_bodies = {}
         self.clocks = {}
+        self.annotation_strings = {}
+        self.function_names = {}
+        self.mapping_paths = {}
+        self.mappings = {}
+        self.frames = {}
+        self.callstacks = {}
         self.default_clock = None
         self.default_track = None
         self.cleared = False
@@ -68,6 +80,12 @@ cdef class _Sequence:
         self.locations.clear()
         self.annotation_names.clear()
         self.log_bodies.clear()
+        self.annotation_strings.clear()
+        self.function_names.clear()
+        self.mapping_paths.clear()
+        self.mappings.clear()
+        self.frames.clear()
+        self.callstacks.clear()
         self.clocks.clear()
         self.cleared = True
 
@@ -94,6 +112,9 @@ cdef class _Decoder:
     cdef public list args             # list of dicts, referenced by s_args
     cdef public list instants         # (track uuid, ts, name, category, args, log)
     cdef public list counters         # (track uuid, ts, value)
+    cdef public list samples          # (ts, pid, tid, stack index): stack samples
+    cdef public list stacks           # per stack index: ((function, file, line) string indexes, ...), outermost first
+    cdef dict stack_index
     cdef public list clock_snapshots
     cdef public object primary_clock
     cdef dict clock_offsets           # clock key -> offset to the primary clock
@@ -127,6 +148,9 @@ cdef class _Decoder:
         self.args = []
         self.instants = []
         self.counters = []
+        self.samples = []
+        self.stacks = []
+        self.stack_index = {}
         self.clock_snapshots = []
         self.primary_clock = None
         self.clock_offsets = {}
@@ -225,7 +249,7 @@ cdef class _Decoder:
                 self._inflate(&f)
             elif f.wire == PB_LEN and f.number in (PF_PACKET_TRACK_EVENT, PF_PACKET_TRACK_DESCRIPTOR,
                                                  PF_PACKET_INTERNED_DATA, PF_PACKET_DEFAULTS,
-                                                 PF_PACKET_CLOCK_SNAPSHOT):
+                                                 PF_PACKET_CLOCK_SNAPSHOT, PF_PACKET_PERF_SAMPLE):
                 parts.append((f.number, <size_t>(f.data - pf.data), f.size))
         if not parts:
             return
@@ -253,6 +277,8 @@ cdef class _Decoder:
                 self._track_descriptor(&sub)
             elif number == PF_PACKET_TRACK_EVENT:
                 self._track_event(seq, s, &sub, self._timestamp(seq, s, ts, clock_id))
+            elif number == PF_PACKET_PERF_SAMPLE and not self.metadata_only:
+                self._perf_sample(s, &sub, self._timestamp(seq, s, ts, clock_id))
 
     cdef _inflate(self, const pb_field* f):
         inflater = _zlib.decompressobj()
@@ -363,6 +389,11 @@ cdef class _Decoder:
         cdef pb_field f, g
         cdef object iid
         while pb_next(&r, &f) == 1:
+            if f.wire == PB_LEN and f.number in (
+                    PF_INTERNED_FUNCTION_NAMES, PF_INTERNED_FRAMES, PF_INTERNED_CALLSTACKS,
+                    PF_INTERNED_MAPPING_PATHS, PF_INTERNED_MAPPINGS, PF_INTERNED_ANNOTATION_STRINGS):
+                self._interned_profile(s, &f)
+                continue
             if f.wire != PB_LEN or f.number not in (
                     PF_INTERNED_EVENT_CATEGORIES, PF_INTERNED_EVENT_NAMES,
                     PF_INTERNED_DEBUG_ANNOTATION_NAMES, PF_INTERNED_SOURCE_LOCATIONS,
@@ -397,6 +428,81 @@ cdef class _Decoder:
                 s.locations[iid] = (self.intern(file), self.intern(name), line)
             else:
                 s.log_bodies[iid] = name
+
+    cdef _interned_profile(self, _Sequence s, const pb_field* pf):
+        """One entry of the InternedData that stack samples and waits' stacks use."""
+        cdef pb_reader r = pb_sub(pf)
+        cdef pb_reader ids
+        cdef pb_field g
+        cdef uint64_t v
+        iid = None
+        text = None
+        numbers = {}
+        frame_ids = []
+        while pb_next(&r, &g) == 1:
+            if g.number == PF_INTERNED_IID and g.wire == PB_VARINT:
+                iid = g.value
+            elif pf.number == PF_INTERNED_CALLSTACKS and g.number == PF_CALLSTACK_FRAME_IDS:
+                if g.wire == PB_VARINT:
+                    frame_ids.append(g.value)
+                elif g.wire == PB_LEN:  # packed
+                    ids = pb_sub(&g)
+                    while ids.p < ids.end and pb_read_varint(&ids, &v) == 1:
+                        frame_ids.append(v)
+            elif g.number == PF_INTERNED_STRING and g.wire == PB_LEN:
+                text = self.text(&g)
+            elif pf.number == PF_INTERNED_MAPPINGS and g.number == PF_MAPPING_PATH_STRING_IDS:
+                if g.wire == PB_VARINT:
+                    numbers.setdefault(g.number, g.value)
+                elif g.wire == PB_LEN:
+                    ids = pb_sub(&g)
+                    if pb_read_varint(&ids, &v) == 1:
+                        numbers.setdefault(g.number, v)
+            elif g.wire == PB_VARINT:
+                numbers[g.number] = g.value
+        if iid is None:
+            return
+        if pf.number == PF_INTERNED_ANNOTATION_STRINGS:
+            s.annotation_strings[iid] = text or ""
+        elif pf.number == PF_INTERNED_FUNCTION_NAMES:
+            s.function_names[iid] = self.intern(text or "")
+        elif pf.number == PF_INTERNED_MAPPING_PATHS:
+            s.mapping_paths[iid] = self.intern(text or "")
+        elif pf.number == PF_INTERNED_MAPPINGS:
+            s.mappings[iid] = s.mapping_paths.get(numbers.get(PF_MAPPING_PATH_STRING_IDS), self.intern(""))
+        elif pf.number == PF_INTERNED_FRAMES:
+            line = numbers.get(PF_FRAME_REL_PC, 0)
+            s.frames[iid] = (s.function_names.get(numbers.get(PF_FRAME_FUNCTION_NAME_ID), self.intern("?")),
+                             s.mappings.get(numbers.get(PF_FRAME_MAPPING_ID), self.intern("")),
+                             line if line <= 0x7FFFFFFF else 0)
+        elif pf.number == PF_INTERNED_CALLSTACKS:
+            s.callstacks[iid] = tuple(frame_ids)
+
+    cdef _perf_sample(self, _Sequence s, const pb_field* pf, object ts):
+        """A stack sample: (ts, pid, tid, callstack index) in self.samples."""
+        cdef pb_reader r = pb_sub(pf)
+        cdef pb_field g
+        pid = tid = stack = 0
+        while pb_next(&r, &g) == 1:
+            if g.wire != PB_VARINT:
+                continue
+            if g.number == PF_PERF_SAMPLE_PID:
+                pid = g.value
+            elif g.number == PF_PERF_SAMPLE_TID:
+                tid = g.value
+            elif g.number == PF_PERF_SAMPLE_CALLSTACK_IID:
+                stack = g.value
+        frame_ids = s.callstacks.get(stack)
+        if frame_ids is None or ts is None:
+            self._problem(f"a stack sample names callstack {stack}, which is not defined")
+            return
+        frames = tuple(s.frames.get(f, (self.intern("?"), self.intern(""), 0)) for f in frame_ids)
+        index = self.stack_index.get(frames)
+        if index is None:
+            index = len(self.stacks)
+            self.stack_index[frames] = index
+            self.stacks.append(frames)
+        self.samples.append((ts, pid, tid, index))
 
     cdef _track_descriptor(self, const pb_field* pf):
         cdef pb_reader r = pb_sub(pf)
@@ -597,6 +703,8 @@ cdef class _Decoder:
                 value = <int64_t>f.value
             elif f.number == PF_ANNOTATION_DOUBLE and f.wire == PB_FIXED64:
                 value = (<double*>&f.value)[0]
+            elif f.number == PF_ANNOTATION_STRING_VALUE_IID and f.wire == PB_VARINT:
+                value = s.annotation_strings.get(f.value, "")
             elif f.number == PF_ANNOTATION_STRING and f.wire == PB_LEN:
                 value = self.text(&f)
             elif f.number == PF_ANNOTATION_DICT_ENTRIES and f.wire == PB_LEN:

@@ -8,6 +8,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from annotations cimport et_annotation_api, et_annotation_api_get
 from clock cimport ET_HAVE_TICKS
+from events cimport *
 from recorder cimport *
 from tracedlock cimport et_lock_api, et_lock_api_get
 
@@ -56,6 +57,8 @@ cdef object _monitor_tool = None     # tool id in use, 3.12+
 cdef object _saved_thread_hook = None
 cdef bint _hooks_installed = False
 cdef bint _floor_installed = False
+cdef bint _events_hooks = False        # the hooks installed are `events` mode's
+cdef object _local_events_code = None  # the code given local events (3.12+ `events` mode)
 
 # sys.monitoring: the events each callback role is registered for; the C
 # function events only when C calls are recorded.
@@ -115,6 +118,10 @@ cdef _remove_monitoring():
     tool_id = _monitor_tool
     _monitor_tool = None
     mon.set_events(tool_id, 0)
+    global _local_events_code
+    if _local_events_code is not None:
+        mon.set_local_events(tool_id, _local_events_code, 0)
+        _local_events_code = None
     for event in (
         "PY_START", "PY_RESUME", "PY_THROW", "PY_RETURN", "PY_YIELD", "PY_UNWIND",
         "CALL", "C_RETURN", "C_RAISE",
@@ -178,34 +185,53 @@ cdef dict _seed_current_frames():
 def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
           uint32_t max_depth=0, include_prefixes=(), exclude_prefixes=(), bint use_ticks=True,
           int tool_id=2, bint seed_stacks=True, asyncio_running_loop=None,
-          asyncio_current_tasks=None, asyncio_create_task_code=None):
+          asyncio_current_tasks=None, asyncio_create_task_code=None, bint events_mode=False,
+          blocking_callables=(), blocking_reasons=(), asyncio_context_run=None,
+          asyncio_handle_run_code=None, asyncio_task_type=None, asyncio_py_task_type=None,
+          int64_t min_block_ns=0):
     """Opens a window.
 
     buffer_size: bytes for the ring of records (32 bytes each).
     include_prefixes/exclude_prefixes: file-path prefixes (bytes) of Python code to trace/skip.
     use_ticks: read the CPU's tick counter (the caller checked it is safe).
     tool_id: the sys.monitoring tool id to take (3.12+).
-    seed_stacks: start with the call stacks threads already have.
+    seed_stacks: start with the call stacks threads already have (`calls` mode).
     asyncio_running_loop, asyncio_current_tasks: _asyncio._get_running_loop and
     _asyncio._current_tasks, to attribute coroutine steps to their tasks;
     asyncio_create_task_code: the code object of BaseEventLoop.create_task,
     whose return values are new tasks.
+    events_mode: record waits, samples and steps (events.h), not every call;
+    then blocking_callables/blocking_reasons: the C functions that wait and
+    their reason numbers (>= 1); asyncio_context_run, asyncio_handle_run_code:
+    Context.run and the code of Handle._run, where the loop runs callbacks;
+    asyncio_task_type, asyncio_py_task_type: the task classes whose steps count;
+    min_block_ns: waits shorter than this are not recorded. Samples are taken
+    by sample_loop(), run in a thread of the caller's.
     """
-    global _hooks_installed
+    global _hooks_installed, _events_hooks
     if _hooks_installed or _floor_installed or R.cap != NULL:
         raise ExectraceError("a trace window is already open in this process")
     cdef uint64_t capacity = buffer_size // sizeof(et_record)
     if capacity < 16:
         raise ValueError("buffer_size is too small")
+    _events_hooks = events_mode
+    if events_mode:
+        et_set_blocking(tuple(blocking_callables), tuple(blocking_reasons))
+        et_set_asyncio_steps(asyncio_context_run, asyncio_handle_run_code, asyncio_task_type,
+                             asyncio_py_task_type)
     et_begin(capacity, use_ticks, c_calls, min_duration_ns, max_depth,
-             tuple(include_prefixes), tuple(exclude_prefixes))
+             tuple(include_prefixes), tuple(exclude_prefixes), events_mode)
+    et_set_min_block(et_ns_to_ticks(R.cap, min_block_ns) if events_mode else 0)
     try:
         et_set_asyncio(asyncio_running_loop, asyncio_current_tasks, asyncio_create_task_code)
-        if seed_stacks:
+        if seed_stacks and not events_mode:
             for ident, (native_id, thread, codes) in _seed_current_frames().items():
                 for code in codes:
                     et_seed_frame(ident, native_id, code, thread)
-        _install_hooks(tool_id, c_calls, False)
+        if not events_mode:
+            _install_hooks(tool_id, c_calls, False)
+        elif HAS_SYS_MONITORING:
+            _install_events_monitoring(tool_id, asyncio_create_task_code)
         _hooks_installed = True
         _gc.callbacks.append(_gc_callback)
     except BaseException:
@@ -213,6 +239,69 @@ def start(*, uint64_t buffer_size, bint c_calls=True, int64_t min_duration_ns=0,
         et_capture_free(et_end())
         raise
     et_activate()
+
+
+cdef _install_events_monitoring(int tool_id, create_task_code):
+    """3.12+ `events` mode: CALL/C_RETURN/C_RAISE everywhere (call sites that
+    call nothing recorded disable themselves), PY_START/PY_RETURN only on
+    BaseEventLoop.create_task (the task it returns gets a creation flow)."""
+    global _monitor_tool, _local_events_code
+    mon = _sys.monitoring
+    current = mon.get_tool(tool_id)
+    if current is not None:
+        raise ExectraceError(
+            f"sys.monitoring tool id {tool_id} is held by {current!r}; "
+            "exectrace cannot record while another tool uses it"
+        )
+    mon.use_tool_id(tool_id, "exectrace")
+    _monitor_tool = tool_id
+    if R.disable == NULL:
+        disable = mon.DISABLE
+        Py_INCREF(disable)
+        R.disable = <PyObject*>disable
+    events = mon.events
+    mon.register_callback(tool_id, events.CALL, et_events_callback(ET_EVENTS_CALL))
+    c_return = et_events_callback(ET_EVENTS_C_RETURN)
+    mon.register_callback(tool_id, events.C_RETURN, c_return)
+    mon.register_callback(tool_id, events.C_RAISE, c_return)
+    mon.restart_events()
+    mon.set_events(tool_id, events.CALL | events.C_RETURN | events.C_RAISE)
+    if create_task_code is not None:
+        mon.register_callback(tool_id, events.PY_START, et_monitor_callback(ET_MONITOR_PY_START))
+        mon.register_callback(tool_id, events.PY_RETURN, et_monitor_callback(ET_MONITOR_PY_RETURN))
+        mon.set_local_events(tool_id, create_task_code, events.PY_START | events.PY_RETURN)
+        _local_events_code = create_task_code
+
+
+def sampler_reset():
+    """Readies sample_loop() to run (clears a stop request); before starting it."""
+    et_sampler_reset()
+
+
+def sample_loop(int64_t interval_ns):
+    """Takes a stack sample of every thread every interval_ns while an
+    `events` window records, until sampler_stop(); run it in a thread of its
+    own, after sampler_reset()."""
+    if interval_ns <= 0:
+        raise ValueError("interval_ns must be > 0")
+    et_sampler_loop(interval_ns)
+
+
+def sampler_stop():
+    """Makes sample_loop() return (at once, not at its next tick)."""
+    et_sampler_stop()
+
+
+def wait_wrapper(func, named_after):
+    """<= 3.11 `events` windows: a callable that calls func and records each
+    call as a wait in the C function named_after (exectrace/_waits.py puts
+    them in place for a window). Binds like a function in a class."""
+    return et_make_wrapper(func, named_after)
+
+
+def step_wrapper(func):
+    """<= 3.11 `events` windows: wraps asyncio's Handle._run to record task steps."""
+    return et_make_wrapper(func, None)
 
 
 cdef _uninstall():
@@ -224,7 +313,10 @@ cdef _uninstall():
             _gc.callbacks.remove(_gc_callback)
         except ValueError:
             pass
-        _remove_hooks(False)
+        if not _events_hooks:
+            _remove_hooks(False)
+        elif HAS_SYS_MONITORING:
+            _remove_monitoring()
 
 
 def stop():
@@ -266,12 +358,18 @@ cdef dict _capture_stats(et_capture* c):
         "asyncio_tasks": c.n_tasks,
         "annotations": c.n_events,
         "annotations_lost": c.events_lost,
+        "samples": c.samples,
+        "callstacks": (<et_stacks*>c.stacks).n_nodes if c.stacks != NULL else 0,
+        "callstacks_truncated": (<et_stacks*>c.stacks).truncated if c.stacks != NULL else 0,
+        "sampler_ticks_late": EV.ticks_late if c.events_mode else 0,
+        "short_waits": EV.short_waits if c.events_mode else 0,
     }
 
 
 def after_fork_child():
     """In a forked child: drop the parent's window and hooks without writing."""
     et_after_fork_child()
+    et_events_after_fork_child()
     _uninstall()
 
 

@@ -8,6 +8,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memmove, memset
 
+from events cimport et_stacks
 from pbwire cimport *
 from perfetto_schema cimport *
 from recorder cimport *
@@ -19,6 +20,9 @@ cdef extern from "Python.h":
         const char* ml_name
     ctypedef struct PyCFunctionObject:
         PyMethodDef* m_ml
+    ctypedef struct PyCodeObject:
+        pass
+    int PyCode_Addr2Line(PyCodeObject* code, int offset)
 
 cdef extern from "zlib.h":
     ctypedef unsigned long uLong
@@ -158,6 +162,7 @@ cdef struct Begin:
     int64_t start
     uint32_t func
     uint32_t depth       # ancestors in the rebuilt forest
+    uint32_t stack       # a wait's callstack id (`events` mode), 0: none
 
 
 cdef struct ThreadPass:
@@ -167,6 +172,10 @@ cdef struct ThreadPass:
     int32_t* pending
     Begin* pre           # the begins in pre-order
     uint8_t* defined     # per function: name interned on this sequence yet
+    uint8_t* stack_defined  # per callstack id: its text interned on this sequence yet
+    const StackBytes* stacks  # per callstack id (index 0 unused), or NULL
+    uint32_t n_stacks
+    pb_buf scratch       # an event's fields and interned data when a callstack adds to them
 
 
 cdef struct FuncBytes:
@@ -178,14 +187,53 @@ cdef struct FuncBytes:
     size_t blob_len
 
 
+cdef struct StackBytes:
+    # per callstack: InternedData defining its text as an annotation string
+    const uint8_t* blob
+    size_t blob_len
+
+
+cdef int emit_with_stack(Out* o, uint64_t delta, uint32_t seq, uint32_t type, uint32_t f,
+                         uint32_t stack, ThreadPass* w, const FuncBytes* fb) noexcept nogil:
+    """A begin event with a `stack` argument naming an interned callstack text."""
+    cdef pb_buf* b = &w.scratch
+    cdef size_t tail_len, at
+    b.len = 0
+    if pb_reserve(b, fb[f].tail_len + 32) < 0:
+        return -1
+    memcpy(b.data, fb[f].tail, fb[f].tail_len)
+    b.len = fb[f].tail_len
+    at = pb_open(b, PF_EVENT_DEBUG_ANNOTATIONS)
+    pb_field_varint(b, PF_ANNOTATION_NAME_IID, ET_ANNOTATION_STACK)
+    pb_field_varint(b, PF_ANNOTATION_STRING_VALUE_IID, stack)
+    pb_close(b, at)
+    tail_len = b.len
+    if not w.defined[f]:
+        w.defined[f] = 1
+        if pb_reserve(b, fb[f].blob_len) < 0:
+            return -1
+        memcpy(b.data + b.len, fb[f].blob, fb[f].blob_len)
+        b.len += fb[f].blob_len
+    if not w.stack_defined[stack]:
+        w.stack_defined[stack] = 1
+        if pb_reserve(b, w.stacks[stack].blob_len) < 0:
+            return -1
+        memcpy(b.data + b.len, w.stacks[stack].blob, w.stacks[stack].blob_len)
+        b.len += w.stacks[stack].blob_len
+    return put_event(&o.chunk, delta, seq, type, b.data, tail_len, b.data + tail_len,
+                     b.len - tail_len)
+
+
 cdef inline int emit(Out* o, const Clock* k, int64_t ticks, int64_t* prev_ns, uint32_t seq,
                      uint32_t type, uint32_t f, ThreadPass* w,
-                     const FuncBytes* fb) noexcept nogil:
+                     const FuncBytes* fb, uint32_t stack) noexcept nogil:
     cdef int64_t now_ns = to_ns(k, ticks)
     cdef int rc
     if now_ns < prev_ns[0]:
         now_ns = prev_ns[0]
-    if type == PF_TYPE_SLICE_END:
+    if stack != 0 and stack < w.n_stacks and type != PF_TYPE_SLICE_END:
+        rc = emit_with_stack(o, <uint64_t>(now_ns - prev_ns[0]), seq, type, f, stack, w, fb)
+    elif type == PF_TYPE_SLICE_END:
         rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type, NULL, 0, NULL, 0)
     elif w.defined[f]:
         rc = put_event(&o.chunk, <uint64_t>(now_ns - prev_ns[0]), seq, type,
@@ -252,21 +300,22 @@ cdef int encode_thread(Out* o, const et_capture* c, const Clock* k, const uint32
         r = &ring[idx[i]]
         pre[pos].start = r.start
         pre[pos].func = r.func
+        pre[pos].stack = ET_REC_INDEX(r.flags) if ET_REC_KIND(r.flags) == ET_REC_BLOCK else 0
         pre[pos].depth = <uint32_t>parent[i]
         sizes[i] = <int32_t>(pos + size)
     # 3. Merge begins (pre-order) and ends (write order).
     for i in range(n):
         while ends < i - <int64_t>pre[i].depth:
             if emit(o, k, ring[idx[ends]].end, &prev_ns, seq, PF_TYPE_SLICE_END, 0, w,
-                    fb) < 0:
+                    fb, 0) < 0:
                 return -1
             ends += 1
         if emit(o, k, pre[i].start, &prev_ns, seq, PF_TYPE_SLICE_BEGIN, pre[i].func, w,
-                fb) < 0:
+                fb, pre[i].stack) < 0:
             return -1
     while ends < n:
         if emit(o, k, ring[idx[ends]].end, &prev_ns, seq, PF_TYPE_SLICE_END, 0, w,
-                fb) < 0:
+                fb, 0) < 0:
             return -1
         ends += 1
     return 0
@@ -361,6 +410,13 @@ cdef int _append_packet(Out* o, _Msg m) except -1:
     return 0
 
 
+def line_of(code, int offset):
+    """The line a bytecode offset (bytes) of a code object is on, or its first line."""
+    if offset < 0:
+        return code.co_firstlineno
+    return PyCode_Addr2Line(<PyCodeObject*>code, offset)
+
+
 cdef _Msg _global_packet(int64_t ts):
     m = _Msg()
     m.varint(PF_PACKET_SEQUENCE_ID, ET_SEQ_GLOBAL).varint(PF_PACKET_TIMESTAMP, <uint64_t>ts)
@@ -411,6 +467,8 @@ cdef dict _EVENT_KINDS = {
     ET_EV_TASK_END: "task_end",
     ET_EV_REGION_BEGIN: "region_begin",
     ET_EV_REGION_END: "region_end",
+    ET_EV_HANDOFF_RELEASE: "handoff_release",
+    ET_EV_HANDOFF_ACQUIRE: "handoff_acquire",
 }
 
 
@@ -527,7 +585,9 @@ cdef class Capture:
         """[AnnotationEvent(kind, ts_ns, thread index or -1, user task id, a, b)] of the user
         annotations other than plain regions: kind is "log" (a: category, b:
         message), "task_begin"/"task_end" (a: name) or "region_begin"/
-        "region_end" (a region of a task; a: name)."""
+        "region_end" (a region of a task; a: name); and the hand-offs of
+        traced locks (`events` mode): "handoff_release" (user task id: flow
+        id << 24 | the releaser's callstack id), "handoff_acquire" (flow id)."""
         cdef et_capture* c = self._get()
         cdef Clock k = self._clock()
         cdef et_event* e
@@ -538,6 +598,50 @@ cdef class Capture:
                                           <int64_t>e.thread if e.thread < c.n_threads else -1,
                                           e.task, <object>e.a if e.a != NULL else None,
                                           <object>e.b if e.b != NULL else None))
+        return result
+
+    def samples(self):
+        """[(thread index, ts_ns, callstack id)] of the stack samples
+        (`events` mode), oldest first; callstack id 0: not recorded."""
+        cdef et_capture* c = self._get()
+        cdef Clock k = self._clock()
+        cdef uint64_t kept = c.written if c.written < c.capacity else c.capacity
+        cdef uint64_t first = 0 if c.written <= c.capacity else c.pos
+        cdef uint64_t j, pos
+        cdef et_record* r
+        cdef list result = []
+        if not c.events_mode:
+            return result
+        for j in range(kept):
+            pos = (first + j) % kept
+            r = &c.ring[pos]
+            if ET_REC_KIND(r.flags) == ET_REC_SAMPLE:
+                result.append((r.thread, to_ns(&k, r.start), ET_REC_INDEX(r.flags)))
+        return result
+
+    def callstacks(self):
+        """The interned callstacks (`events` mode) as two lists: frames, where
+        frames[i - 1] is (function id, bytecode offset or -1) of frame id i,
+        and callstacks, where callstacks[i - 1] is (parent callstack id or 0,
+        frame id) of callstack id i, the frame being its innermost."""
+        cdef et_capture* c = self._get()
+        cdef et_stacks* s = <et_stacks*>c.stacks
+        if s == NULL:
+            return [], []
+        frames = [(s.frame_func[i], s.frame_offset[i]) for i in range(1, s.n_frames + 1)]
+        stacks = [(s.node_parent[i], s.node_frame[i]) for i in range(1, s.n_nodes + 1)]
+        return frames, stacks
+
+    def block_callstacks(self):
+        """The callstack ids the kept waits name (`events` mode)."""
+        cdef et_capture* c = self._get()
+        cdef uint64_t kept = c.written if c.written < c.capacity else c.capacity
+        cdef uint64_t j
+        cdef set result = set()
+        if c.events_mode:
+            for j in range(kept):
+                if ET_REC_KIND(c.ring[j].flags) == ET_REC_BLOCK and ET_REC_INDEX(c.ring[j].flags):
+                    result.add(ET_REC_INDEX(c.ring[j].flags))
         return result
 
     cdef Clock _clock(self):
@@ -553,7 +657,7 @@ cdef class Capture:
 
     def encode(self, *, list names, list thread_names, int pid, str process_name,
                list metadata, int compress_level=1, object compressor=None,
-               list blocking=None, list extra_packets=None):
+               list blocking=None, list extra_packets=None, list stack_texts=None):
         """The window as Perfetto protobuf bytes.
 
         names: per function id, (name, file, first line);
@@ -565,7 +669,9 @@ cdef class Capture:
         "" (the reason becomes a category and a "blocking" argument);
         extra_packets: encoded TracePackets appended after the threads'
         (on sequences from exectrace._perfetto.first_free_sequence(), tracks
-        from _perfetto.track_uuid()).
+        from _perfetto.track_uuid());
+        stack_texts: per callstack id - 1, the text a wait's `stack` argument
+        shows (`events` mode).
         """
         cdef et_capture* c = self._get()
         if len(names) != c.n_funcs or len(thread_names) != c.n_threads:
@@ -587,6 +693,8 @@ cdef class Capture:
         cdef uint32_t* order = NULL
         cdef uint64_t* offsets = NULL
         cdef FuncBytes* fb = NULL
+        cdef StackBytes* sb = NULL
+        cdef uint32_t n_stacks = len(stack_texts) + 1 if stack_texts else 0
         cdef bytes tail, blob
         cdef uint64_t kept, first, j, pos, largest = 0
         cdef size_t order_bytes = 0, scratch_bytes = 0
@@ -678,7 +786,20 @@ cdef class Capture:
                 fb[j].blob_len = len(blob)
                 fb[j].tail = <const uint8_t*><const char*>tail
                 fb[j].tail_len = len(tail)
-            sequence_names = _sequence_interned(categories)
+            sequence_names = _sequence_interned(categories, n_stacks > 0)
+            if n_stacks:
+                sb = <StackBytes*>calloc(n_stacks, sizeof(StackBytes))
+                w.stack_defined = <uint8_t*>malloc(n_stacks)
+                if sb == NULL or w.stack_defined == NULL:
+                    raise MemoryError
+                for j in range(1, n_stacks):
+                    m = _Msg().open(PF_INTERNED_ANNOTATION_STRINGS).varint(PF_INTERNED_IID, j)
+                    blob = m.string(PF_INTERNED_STRING, stack_texts[j - 1]).close().value()
+                    blob_objects.append(blob)
+                    sb[j].blob = <const uint8_t*><const char*>blob
+                    sb[j].blob_len = len(blob)
+                w.stacks = sb
+                w.n_stacks = n_stacks
 
             # --- group the ring's records by thread, oldest first
             kept = c.written if c.written < c.capacity else c.capacity
@@ -691,19 +812,22 @@ cdef class Capture:
             with nogil:
                 # the ring, oldest first, is [first, kept) then [0, first)
                 for j in range(kept):
-                    offsets[c.ring[j].thread + 1] += 1
+                    if ET_REC_KIND(c.ring[j].flags) != ET_REC_SAMPLE:  # samples: extra packets
+                        offsets[c.ring[j].thread + 1] += 1
                 for t in range(c.n_threads):
                     if offsets[t + 1] > largest:
                         largest = offsets[t + 1]
                     offsets[t + 1] += offsets[t]
                 for pos in range(first, kept):
-                    t = c.ring[pos].thread
-                    order[offsets[t]] = <uint32_t>pos
-                    offsets[t] += 1
+                    if ET_REC_KIND(c.ring[pos].flags) != ET_REC_SAMPLE:
+                        t = c.ring[pos].thread
+                        order[offsets[t]] = <uint32_t>pos
+                        offsets[t] += 1
                 for pos in range(first):
-                    t = c.ring[pos].thread
-                    order[offsets[t]] = <uint32_t>pos
-                    offsets[t] += 1
+                    if ET_REC_KIND(c.ring[pos].flags) != ET_REC_SAMPLE:
+                        t = c.ring[pos].thread
+                        order[offsets[t]] = <uint32_t>pos
+                        offsets[t] += 1
             # offsets[t] is now the end of thread t's run; its start is offsets[t-1]
             scratch_bytes = (largest + 1) * sizeof(int32_t)
             w.parent = <int32_t*>pb_alloc(scratch_bytes)
@@ -724,6 +848,8 @@ cdef class Capture:
                 _append_packet(&o, m)
                 with nogil:
                     memset(w.defined, 0, c.n_funcs + 1)
+                    if n_stacks:
+                        memset(w.stack_defined, 0, n_stacks)
                     rc = encode_thread(&o, c, &k, order + first, <uint32_t>(offsets[t] - first),
                                        ET_SEQ_FIRST_THREAD + t, &w, fb)
                 if rc < 0 or o.failed:
@@ -741,6 +867,9 @@ cdef class Capture:
             pb_dealloc(order, order_bytes)
             free(offsets)
             free(fb)
+            free(sb)
+            free(w.stack_defined)
+            pb_free(&w.scratch)
             pb_dealloc(w.parent, scratch_bytes)
             pb_dealloc(w.size, scratch_bytes)
             pb_dealloc(w.pending, scratch_bytes)
@@ -748,15 +877,18 @@ cdef class Capture:
             free(w.defined)
 
 
-cdef bytes _sequence_interned(dict categories):
+cdef bytes _sequence_interned(dict categories, bint with_stack):
     """InternedData every thread sequence starts with: the event categories and
-    the debug annotation names its begin events use."""
+    the debug annotation names its begin events use (`stack`: `events` mode's)."""
     m = _Msg()
     for name, iid in categories.items():
         m.open(PF_INTERNED_EVENT_CATEGORIES).varint(PF_INTERNED_IID, iid)
         m.string(PF_INTERNED_NAME, name).close()
     m.open(PF_INTERNED_DEBUG_ANNOTATION_NAMES).varint(PF_INTERNED_IID, ET_ANNOTATION_BLOCKING)
     m.string(PF_INTERNED_NAME, "blocking").close()
+    if with_stack:
+        m.open(PF_INTERNED_DEBUG_ANNOTATION_NAMES).varint(PF_INTERNED_IID, ET_ANNOTATION_STACK)
+        m.string(PF_INTERNED_NAME, "stack").close()
     return m.value()
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from exectrace import _perfetto as pf
+from exectrace import _tracecore
 from exectrace._protowire import field_bytes, field_double, field_fixed64, field_str, field_varint
 
 #: The name of the instant that ends every file (on the exectrace track).
@@ -57,6 +58,10 @@ class Extras:
     stop_ns: int
     descriptors: list[bytes] = field(default_factory=list)
     events: list[_Event] = field(default_factory=list)
+    #: InternedData for packets that need incremental state (the samples')
+    interned: bytes = b""
+    #: (timestamp, TracePacket fields) of stack samples (PerfSample packets)
+    samples: list[tuple[int, bytes]] = field(default_factory=list)
     _next_track: int = 0
 
     def new_track(self, name: str, parent: Optional[int] = None, counter_unit: str = "") -> int:
@@ -82,8 +87,12 @@ class Extras:
         self.events.append(_Event(max(start, end), 0, end_event))
 
     def instant(self, track: int, ts: int, name: str, categories: Sequence[str] = (),
-                args: Optional[dict[str, Any]] = None) -> None:
-        self.events.append(_Event(ts, 2, _event_head(pf.TYPE_INSTANT, track, name, categories, args)))
+                args: Optional[dict[str, Any]] = None, flows_out: Sequence[int] = (),
+                flows_in: Sequence[int] = ()) -> None:
+        body = _event_head(pf.TYPE_INSTANT, track, name, categories, args)
+        body += b"".join(field_fixed64(pf.EVENT_FLOW_IDS, f) for f in flows_out)
+        body += b"".join(field_fixed64(pf.EVENT_TERMINATING_FLOW_IDS, f) for f in flows_in)
+        self.events.append(_Event(ts, 2, body))
 
     def counter(self, track: int, ts: int, value: float) -> None:
         body = field_varint(pf.EVENT_TYPE, pf.TYPE_COUNTER) + field_varint(pf.EVENT_TRACK_UUID, track)
@@ -99,8 +108,16 @@ class Extras:
         seq = field_varint(pf.PACKET_SEQUENCE_ID, self.sequence)
         out = [pf.sequence_header(self.sequence, self.start_ns)]
         out += [seq + field_varint(pf.PACKET_TIMESTAMP, self.start_ns) + d for d in self.descriptors]
+        needs_state = field_varint(pf.PACKET_SEQUENCE_FLAGS, pf.SEQ_NEEDS_INCREMENTAL_STATE)
+        if self.interned:
+            out.append(seq + field_varint(pf.PACKET_TIMESTAMP, self.start_ns) + needs_state
+                       + field_bytes(pf.PACKET_INTERNED_DATA, self.interned))
+        trailer = self.events.pop()
         out += [seq + field_varint(pf.PACKET_TIMESTAMP, e.ts) + field_bytes(pf.PACKET_TRACK_EVENT, e.body)
                 for e in self.events]
+        out += [seq + field_varint(pf.PACKET_TIMESTAMP, ts) + needs_state + body for ts, body in self.samples]
+        out.append(seq + field_varint(pf.PACKET_TIMESTAMP, trailer.ts)
+                   + field_bytes(pf.PACKET_TRACK_EVENT, trailer.body))
         return out
 
 
@@ -263,3 +280,143 @@ def add_counters(extras: Extras, samples: Sequence[tuple[str, str, Sequence[tupl
             extras.counter(track, ts, value)
         count += len(inside)
     return count
+
+
+# ------------------------------------------------------------- callstacks
+
+
+class Callstacks:
+    """The interned callstacks of an `events` window, named: each frame is a
+    function with its file and the line its bytecode offset is on."""
+
+    def __init__(self, capture: Any, names: Sequence[tuple[str, str, int]]) -> None:
+        frames, self.nodes = capture.callstacks()
+        functions = capture.functions()
+        self.block_ids: set[int] = capture.block_callstacks()
+        # per frame id - 1: (function name, file, line)
+        self.frames: list[tuple[str, str, int]] = []
+        for func, offset in frames:
+            name, file, line = names[func] if 0 <= func < len(names) else ("?", "", 0)
+            entry = functions[func] if 0 <= func < len(functions) else None
+            if entry is not None and entry[0] == "py":
+                line = _tracecore.line_of(entry[1], offset)
+            self.frames.append((name, file or "", line or 0))
+
+    def frame_ids(self, stack: int) -> list[int]:
+        """The frame ids of a callstack, outermost first."""
+        out: list[int] = []
+        while 0 < stack <= len(self.nodes):
+            parent, frame = self.nodes[stack - 1]
+            out.append(frame)
+            stack = parent
+        out.reverse()
+        return out
+
+    def text(self, stack: int) -> str:
+        """A callstack as text, innermost frame first, one per line."""
+        lines = []
+        for frame in reversed(self.frame_ids(stack)):
+            name, file, line = self.frames[frame - 1]
+            lines.append(f"{name} ({file}:{line})" if file else name)
+        return "\n".join(lines)
+
+    def texts(self) -> list[str]:
+        """Per callstack id - 1: its text when a kept wait names it, else ""."""
+        return [self.text(i) if i in self.block_ids else "" for i in range(1, len(self.nodes) + 1)]
+
+
+def add_samples(extras: Extras, capture: Any, stacks: Callstacks, pid: int,
+                threads: Sequence[tuple[int, int, int, Any]]) -> tuple[int, int]:
+    """The stack samples as PerfSample packets (thread, callstack), with the
+    frames and callstacks they name interned on the extras' sequence: the
+    Perfetto UI draws them per thread and shows a flame graph of a selected
+    range. Returns the number of samples kept in the ring (each is one of its
+    records) and the number written (those with a callstack)."""
+    samples = capture.samples()
+    if not samples:
+        return 0, 0
+    tids = [native_id or (ident & 0x7FFFFFFF) for _index, ident, native_id, _thread in threads]
+    used = sorted({stack for _t, _ts, stack in samples if stack})
+    # interned: function names, mapping paths (files), mappings, frames, callstacks
+    strings: dict[str, int] = {}
+    files: dict[str, int] = {}
+    frames_used: set[int] = set()
+    callstack_frames: dict[int, list[int]] = {}
+    for stack in used:
+        ids = stacks.frame_ids(stack)
+        callstack_frames[stack] = ids
+        frames_used.update(ids)
+    interned = bytearray()
+
+    def entry(table: int, iid: int, body: bytes) -> bytes:
+        return field_bytes(table, field_varint(pf.INTERNED_IID, iid) + body)
+
+    for frame in sorted(frames_used):
+        name, file, line = stacks.frames[frame - 1]
+        if name not in strings:
+            strings[name] = len(strings) + 1
+            interned += entry(pf.INTERNED_FUNCTION_NAMES, strings[name], field_str(pf.INTERNED_STRING, name))
+        if file not in files:
+            files[file] = len(files) + 1
+            interned += entry(pf.INTERNED_MAPPING_PATHS, files[file], field_str(pf.INTERNED_STRING, file or "?"))
+            interned += entry(pf.INTERNED_MAPPINGS, files[file],
+                              field_varint(pf.MAPPING_PATH_STRING_IDS, files[file]))
+        interned += entry(pf.INTERNED_FRAMES, frame, field_varint(pf.FRAME_FUNCTION_NAME_ID, strings[name])
+                          + field_varint(pf.FRAME_MAPPING_ID, files[file])
+                          + field_varint(pf.FRAME_REL_PC, max(line, 0)))
+    for stack in used:
+        interned += entry(pf.INTERNED_CALLSTACKS, stack, b"".join(
+            field_varint(pf.CALLSTACK_FRAME_IDS, f) for f in callstack_frames[stack]))
+    extras.interned = bytes(interned)
+    n = 0
+    for thread, ts, stack in samples:
+        if not stack or not 0 <= thread < len(tids):
+            continue
+        body = (field_varint(pf.PERF_SAMPLE_PID, pid) + field_varint(pf.PERF_SAMPLE_TID, tids[thread])
+                + field_varint(pf.PERF_SAMPLE_CALLSTACK_IID, stack))
+        extras.samples.append((ts, field_bytes(pf.PACKET_PERF_SAMPLE, body)))
+        n += 1
+    return len(samples), n
+
+
+def add_handoffs(extras: Extras, capture: Any, thread_names: Sequence[str],
+                 stacks: Optional[Callstacks]) -> int:
+    """Traced locks' hand-offs (`events` mode): an instant where a thread
+    released a lock others waited for (with its callstack), one where the
+    waiter it woke got the lock, and a flow from the first to the second, on
+    a "<thread> lock hand-offs" child track of each thread. Returns how many
+    hand-offs reached a waiter."""
+    releases: dict[int, tuple[int, int, int]] = {}  # flow -> (ts, thread, stack)
+    acquires: list[tuple[int, int, int]] = []  # (ts, thread, flow)
+    for kind, ts, thread, value, _a, _b in capture.events():
+        if kind == "handoff_release" and thread >= 0:
+            releases[value >> 24] = (ts, thread, value & 0xFFFFFF)
+        elif kind == "handoff_acquire" and thread >= 0:
+            acquires.append((ts, thread, value))
+    tracks: dict[int, int] = {}
+
+    def track(thread: int) -> int:
+        if thread not in tracks:
+            name = thread_names[thread] if 0 <= thread < len(thread_names) else f"thread {thread}"
+            tracks[thread] = extras.new_track(f"{name} lock hand-offs",
+                                              parent=pf.track_uuid(extras.pid, "thread", thread))
+        return tracks[thread]
+
+    n = 0
+    for ts, thread, flow in acquires:
+        release = releases.get(flow)
+        if release is None:
+            continue
+        r_ts, r_thread, r_stack = release
+        flow_id = pf.track_uuid(extras.pid, "extra", 0x20000000 + flow)
+        to = thread_names[thread] if 0 <= thread < len(thread_names) else ""
+        args: dict[str, Any] = {"to": to}
+        if stacks is not None and r_stack:
+            args["stack"] = stacks.text(r_stack)
+        extras.instant(track(r_thread), r_ts, "lock released", categories=("lock",), args=args,
+                       flows_out=(flow_id,))
+        frm = thread_names[r_thread] if 0 <= r_thread < len(thread_names) else ""
+        extras.instant(track(thread), max(ts, r_ts), "lock acquired", categories=("lock",),
+                       args={"from": frm}, flows_in=(flow_id,))
+        n += 1
+    return n

@@ -111,8 +111,86 @@ def _walk_thread(trace: Trace, track: dict[str, Any], indices: list[int],
         "name": track.get("name") or "", "tid": track.get("tid") or 0,
         "calls": len(indices),
         "python_s": _seconds(python_ns), "c_s": _seconds(c_ns),
+        "running_s": _seconds(python_ns + c_ns),
         "blocked_s": {k: _seconds(v) for k, v in blocked.items()},
         "gc_s": 0.0,
+    }
+
+
+def _events_threads(trace: Trace, threads: list[dict[str, Any]], samples: list[Any],
+                    blocking: dict[tuple[str, str, str], dict[str, Any]]) -> None:
+    """An `events` file has no slice for running code: a thread's running
+    time is the part of its life in the window (first to last event seen,
+    the window's edges for threads sampled there) not spent in a recorded
+    wait or in GC. Waits' call sites come from their stacks."""
+    meta = trace.metadata
+    interval = meta.get("samples.interval_ns")
+    interval = interval if isinstance(interval, int) and interval > 0 else 0
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for sample in samples:
+        first.setdefault(sample.tid, sample.ts_ns)
+        last[sample.tid] = sample.ts_ns
+        names[sample.tid] = sample.thread
+    for slice_ in trace.slices():
+        first[slice_.tid] = min(first.get(slice_.tid, slice_.start_ns), slice_.start_ns)
+        last[slice_.tid] = max(last.get(slice_.tid, slice_.end_ns), slice_.end_ns)
+        names[slice_.tid] = slice_.thread
+    by_tid = {t["tid"]: t for t in threads}
+    for tid in first:
+        if tid not in by_tid:
+            t: dict[str, Any] = {"name": names[tid], "tid": tid, "calls": 0, "python_s": 0.0, "c_s": 0.0,
+                 "running_s": 0.0, "blocked_s": dict.fromkeys(REASONS, 0.0), "gc_s": 0.0}
+            threads.append(t)
+            by_tid[tid] = t
+    for tid, t in by_tid.items():
+        if tid not in first:
+            continue
+        # a thread sampled at a tick was there since the tick before it
+        begin = max(meta.start_ns, first[tid] - interval)
+        end = min(meta.end_ns, last[tid] + interval) if meta.end_ns else last[tid]
+        life = max(0, end - begin)
+        waiting = sum(t["blocked_s"].values()) * 1e9
+        t["python_s"] = None
+        t["c_s"] = None
+        t["running_s"] = _seconds(max(0.0, life - waiting))
+        t["covered_s"] = _seconds(life)
+    # call sites: the innermost Python frame of each wait's stack
+    sites: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for slice_ in trace.slices():
+        reason = slice_.blocking
+        if reason is None:
+            continue
+        stack = slice_.stack
+        caller = f"{stack[-1].function}:{stack[-1].line}" if stack else "(thread)"
+        site = sites.setdefault((reason, caller, slice_.name), {
+            "reason": reason, "caller": caller, "function": slice_.name,
+            "file": stack[-1].file if stack else "", "count": 0, "total_ns": 0, "max_ns": 0})
+        site["count"] += 1
+        site["total_ns"] += slice_.dur_ns
+        site["max_ns"] = max(site["max_ns"], slice_.dur_ns)
+    blocking.clear()
+    blocking.update(sites)
+
+
+def _samples(samples: list[Any], top: int) -> dict[str, Any]:
+    """Top functions by samples: self (the innermost frame) and total (on
+    the stack at all, once per sample)."""
+    self_counts: dict[tuple[str, str], int] = defaultdict(int)
+    total_counts: dict[tuple[str, str], int] = defaultdict(int)
+    for sample in samples:
+        if not sample.stack:
+            continue
+        leaf = sample.stack[-1]
+        self_counts[(leaf.function, leaf.file)] += 1
+        for key in {(f.function, f.file) for f in sample.stack}:
+            total_counts[key] += 1
+    ranked = sorted(total_counts, key=lambda k: (-self_counts.get(k, 0), -total_counts[k], k))
+    return {
+        "count": len(samples),
+        "top": [{"function": k[0], "file": k[1], "self": self_counts.get(k, 0),
+                 "total": total_counts[k]} for k in ranked[:top]],
     }
 
 
@@ -186,6 +264,10 @@ def summarize(trace: Trace, top: int = 20, slow_step_ns: Optional[int] = None) -
     blocking: dict[tuple[str, str, str], dict[str, Any]] = {}
     threads = [_walk_thread(trace, tracks[uuid], indices, functions, blocking)
                for uuid, indices in by_track.items()]
+    events_mode = trace.mode == "events"
+    samples = trace.samples() if events_mode else []
+    if events_mode:
+        _events_threads(trace, threads, samples, blocking)
 
     gc: dict[str, dict[str, Any]] = {}
     by_thread_name = {t["name"]: t for t in threads}
@@ -197,9 +279,11 @@ def summarize(trace: Trace, top: int = 20, slow_step_ns: Optional[int] = None) -
         g["max_ns"] = max(g["max_ns"], event.dur_ns)
         g["collected"] += max(event.collected, 0)
         t = by_thread_name.get(event.thread)
-        if t is not None:  # the collection ran inside that thread's Python time
+        if t is not None:  # the collection ran inside that thread's running time
             t["gc_s"] = _seconds(t["gc_s"] * 1e9 + event.dur_ns)
-            t["python_s"] = max(0.0, _seconds(t["python_s"] * 1e9 - event.dur_ns))
+            t["running_s"] = max(0.0, _seconds(t["running_s"] * 1e9 - event.dur_ns))
+            if t["python_s"] is not None:
+                t["python_s"] = max(0.0, _seconds(t["python_s"] * 1e9 - event.dur_ns))
 
     def public(entry: dict[str, Any]) -> dict[str, Any]:
         return {k.replace("_ns", "_s"): (_seconds(v) if k.endswith("_ns") else v) for k, v in entry.items()}
@@ -217,6 +301,7 @@ def summarize(trace: Trace, top: int = 20, slow_step_ns: Optional[int] = None) -
             "pid": _meta_value(meta.get("process.pid")),
             "python": _meta_value(meta.get("python.version")),
             "hook": _meta_value(meta.get("recorder.hook")),
+            "mode": trace.mode,
             "records_lost": meta.records_lost,
             "truncated": bool(meta.get("window.truncated", False)),
             "closed_by": _meta_value(meta.get("window.closed_by")),
@@ -245,6 +330,7 @@ def summarize(trace: Trace, top: int = 20, slow_step_ns: Optional[int] = None) -
             for e in trace.logs()
         ][:top * 10],
         "counters": _counters(trace),
+        "samples": _samples(samples, top),
     }
 
 
@@ -259,22 +345,34 @@ def format_text(summary: dict[str, Any], top: int = 10) -> str:
         f"trace    {summary['file']}",
         f"window   {w['start']} .. {w['end']} ({w['duration_s']:.3f} s), pid {w['pid']}, "
         f"Python {w['python']}, {w['hook']}",
-        f"records  {w['slices']} slices, {w['records_lost']} lost"
+        f"records  {w['slices']} slices, {w['records_lost']} lost, mode {w.get('mode', 'calls')}"
         + (", truncated (closed by " + str(w["closed_by"]) + ")" if w["truncated"] else ""),
     ]
     if w.get("damage"):
         lines.append(f"damaged  {w['damage']} (showing what is readable)")
-    lines += ["", "threads                          python       C   sleep      io    lock  subproc      GC"]
-    for t in summary["threads"]:
-        b = t["blocked_s"]
-        lines.append(f"  {t['name'][:28]:<28} {t['python_s']:>8.3f} {t['c_s']:>7.3f} {b['sleep']:>7.3f} "
-                     f"{b['io']:>7.3f} {b['lock']:>7.3f} {b['subprocess']:>8.3f} {t['gc_s']:>7.3f}")
-    lines += ["", "top functions by inclusive time        calls  inclusive s     self s"]
-    for f in summary["functions"]["by_inclusive"][:top]:
-        lines.append(f"  {f['name'][:36]:<36} {f['calls']:>7} {f['inclusive_s']:>12.4f} {f['self_s']:>10.4f}")
-    lines += ["", "top functions by self time             calls  inclusive s     self s"]
-    for f in summary["functions"]["by_self"][:top]:
-        lines.append(f"  {f['name'][:36]:<36} {f['calls']:>7} {f['inclusive_s']:>12.4f} {f['self_s']:>10.4f}")
+    events_mode = w.get("mode") == "events"
+    if events_mode:
+        lines += ["", "threads                         running   sleep      io    lock  subproc      GC"]
+        for t in summary["threads"]:
+            b = t["blocked_s"]
+            lines.append(f"  {t['name'][:28]:<28} {t['running_s']:>8.3f} {b['sleep']:>7.3f} "
+                         f"{b['io']:>7.3f} {b['lock']:>7.3f} {b['subprocess']:>8.3f} {t['gc_s']:>7.3f}")
+        smp = summary["samples"]
+        lines += ["", f"top functions by samples ({smp['count']} samples)         self     total"]
+        for f in smp["top"][:top]:
+            lines.append(f"  {f['function'][:48]:<48} {f['self']:>7} {f['total']:>9}")
+    else:
+        lines += ["", "threads                          python       C   sleep      io    lock  subproc      GC"]
+        for t in summary["threads"]:
+            b = t["blocked_s"]
+            lines.append(f"  {t['name'][:28]:<28} {t['python_s']:>8.3f} {t['c_s']:>7.3f} {b['sleep']:>7.3f} "
+                         f"{b['io']:>7.3f} {b['lock']:>7.3f} {b['subprocess']:>8.3f} {t['gc_s']:>7.3f}")
+        lines += ["", "top functions by inclusive time        calls  inclusive s     self s"]
+        for f in summary["functions"]["by_inclusive"][:top]:
+            lines.append(f"  {f['name'][:36]:<36} {f['calls']:>7} {f['inclusive_s']:>12.4f} {f['self_s']:>10.4f}")
+        lines += ["", "top functions by self time             calls  inclusive s     self s"]
+        for f in summary["functions"]["by_self"][:top]:
+            lines.append(f"  {f['name'][:36]:<36} {f['calls']:>7} {f['inclusive_s']:>12.4f} {f['self_s']:>10.4f}")
     if summary["blocking"]:
         lines += ["", "blocking (caller -> function)                      reason   count   total s     max s"]
         for b in summary["blocking"][:top]:

@@ -89,6 +89,76 @@ TABLE: dict[str, str] = {
 }
 
 
+def _blocking_types() -> list[type]:
+    """The C types whose methods the table lists, among the modules imported."""
+    import sys
+
+    found: list[type] = []
+
+    def add(module_name: str, *attrs: str) -> None:
+        module = sys.modules.get(module_name)
+        for attr in attrs:
+            obj = getattr(module, attr, None) if module is not None else None
+            if isinstance(obj, type):
+                found.append(obj)
+
+    thread = sys.modules.get("_thread")
+    if thread is not None:
+        found.append(type(thread.allocate_lock()))
+        add("_thread", "RLock")
+    add("exectrace._tracecore", "Lock", "RLock")
+    add("_queue", "SimpleQueue")
+    add("_multiprocessing", "SemLock")
+    add("_socket", "socket")
+    add("_ssl", "_SSLSocket")
+    add("select", "epoll", "kqueue")
+    select = sys.modules.get("select")
+    for factory in ("poll", "devpoll"):
+        make = getattr(select, factory, None)
+        if make is not None:
+            try:
+                obj = make()
+            except OSError:
+                continue
+            found.append(type(obj))
+            close = getattr(obj, "close", None)
+            if close is not None:
+                close()
+    add("_io", "FileIO", "BufferedReader", "BufferedWriter", "BufferedRandom",
+        "BufferedRWPair", "TextIOWrapper")
+    return found
+
+
+_MODULES_WITH_WAITS = ("time", "signal", "_socket", "select", "posix", "_posixsubprocess")
+
+
+def callables() -> list[tuple[object, str]]:
+    """Every C function of the table that exists in this process, as
+    (function or method descriptor, reason): what an `events` window watches.
+    Only modules already imported are looked at (importing one here could
+    deadlock a forked child, and a module not imported has nothing to wait in)."""
+    import sys
+
+    found: list[tuple[object, str]] = []
+    for module_name in _MODULES_WITH_WAITS:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        for attr, obj in vars(module).items():
+            if type(obj).__name__ == "builtin_function_or_method":
+                reason = reason_of(f"{module_name}.{attr}")
+                if reason is not None:
+                    found.append((obj, reason))
+    for cls in _blocking_types():
+        prefix = "exectrace" if cls.__module__ == "exectrace._tracecore" else cls.__module__
+        for attr, obj in vars(cls).items():
+            if type(obj).__name__ == "method_descriptor":
+                reason = reason_of(f"{prefix}.{cls.__qualname__}.{attr}")
+                if reason is not None:
+                    found.append((obj, reason))
+    return found
+
+
 def reason_of(name: str) -> Optional[str]:
     """The reason a C function (by qualified name) waits, or None."""
     reason = TABLE.get(name)

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from exectrace import _extras, _names, _perfetto, _tracecore, blocking, locks
+from exectrace import _extras, _names, _perfetto, _tracecore, _waits, blocking, locks
 from exectrace._compat import HAS_SYS_MONITORING, IS_LINUX, IS_MACOS
 from exectrace._files import write_atomic
 from exectrace._version import __version__
 from exectrace.counters import CounterSampler, Samples
 from exectrace.errors import ExectraceError
-from exectrace.settings import WINDOW, Settings, from_env, resolve, window_settings
+from exectrace.settings import SETTINGS, WINDOW, Settings, from_env, resolve, window_settings
 
 logger = logging.getLogger("exectrace")
 
@@ -121,11 +121,45 @@ def _asyncio_hooks() -> dict[str, Any]:
     }
 
 
+def _asyncio_steps() -> dict[str, Any]:
+    """What an `events` window needs to see asyncio task steps without a hook
+    on coroutines: Context.run and the code of Handle._run (the one call
+    through which the event loop runs every callback), and the task classes."""
+    events = sys.modules.get("asyncio.events")
+    tasks = sys.modules.get("asyncio.tasks")
+    handle = getattr(events, "Handle", None)
+    run_code = getattr(getattr(handle, "_run", None), "__code__", None)
+    if run_code is None or tasks is None:
+        return {}
+    import contextvars  # imported by asyncio already
+
+    return {
+        "asyncio_context_run": contextvars.Context.run,
+        "asyncio_handle_run_code": run_code,
+        "asyncio_task_type": getattr(tasks, "Task", None),
+        "asyncio_py_task_type": getattr(tasks, "_PyTask", None),
+    }
+
+
+def _events_options(settings: Settings) -> dict[str, Any]:
+    """The `events` mode's options of _tracecore.start()."""
+    found = blocking.callables()
+    return dict(
+        events_mode=True,
+        min_block_ns=settings.min_block,
+        blocking_callables=[obj for obj, _reason in found],
+        blocking_reasons=[blocking.REASONS.index(reason) + 1 for _obj, reason in found],
+        **_asyncio_steps(),
+    )
+
+
 def _open_recorder(settings: Settings, seed_stacks: bool = True) -> str:
     """Starts the recorder; returns the name of the hook in use."""
     global _warned_profiler_id
+    events_mode = settings.mode == "events"
     options: dict[str, Any] = dict(
         **_asyncio_hooks(),
+        **(_events_options(settings) if events_mode else {}),
         buffer_size=settings.buffer_size,
         c_calls=settings.c_calls,
         min_duration_ns=settings.min_duration,
@@ -137,7 +171,15 @@ def _open_recorder(settings: Settings, seed_stacks: bool = True) -> str:
     )
     if not HAS_SYS_MONITORING:
         _tracecore.start(**options)
-        return "PyEval_SetProfile"
+        if not events_mode:
+            return "PyEval_SetProfile"
+        try:
+            wrapped = _waits.install()
+        except Exception:
+            _tracecore.stop()
+            _waits.uninstall()
+            raise
+        return f"samples, GC, traced locks, {wrapped} wrappers (no hook)"
     monitoring = sys.monitoring  # type: ignore[attr-defined]
     held = {i: monitoring.get_tool(i) for i in _MONITORING_TOOL_IDS}
     free = [i for i in _MONITORING_TOOL_IDS if held[i] is None]
@@ -157,6 +199,27 @@ def _open_recorder(settings: Settings, seed_stacks: bool = True) -> str:
     return f"sys.monitoring (tool id {free[0]})"
 
 
+class StackSampler:
+    """The thread that runs the native sampler (_tracecore.sample_loop) for a
+    window. Started before the recorder, so the recorder never sees it: its
+    samples would be of itself."""
+
+    def __init__(self, interval_ns: int) -> None:
+        _tracecore.sampler_reset()
+        self._thread = threading.Thread(target=_tracecore.sample_loop, args=(interval_ns,),
+                                         name="exectrace-sampler", daemon=True)
+        self._thread.start()
+        self._ident = self._thread.ident
+        if self._ident is not None:
+            _tracecore.ignore_thread(self._ident)
+
+    def stop(self) -> None:
+        _tracecore.sampler_stop()
+        self._thread.join(timeout=5)
+        if self._ident is not None and not self._thread.is_alive():
+            _tracecore.ignore_thread(self._ident, False)
+
+
 @dataclass
 class Window:
     """A window being recorded in this process."""
@@ -165,6 +228,7 @@ class Window:
     hook: str = ""
     thread_names: dict[int, str] = field(default_factory=dict)
     sampler: Optional[CounterSampler] = None
+    stack_sampler: Optional[StackSampler] = None
 
     @classmethod
     def open(cls, settings: Settings) -> Window:
@@ -172,11 +236,15 @@ class Window:
         if settings.counters_interval > 0:
             window.sampler = CounterSampler(settings.counters_interval)
             window.sampler.start()
+        if settings.mode == "events" and settings.sample_interval > 0:
+            window.stack_sampler = StackSampler(settings.sample_interval)
         try:
             window.hook = _open_recorder(settings)
         except BaseException:
             if window.sampler is not None:
                 window.sampler.stop()
+            if window.stack_sampler is not None:
+                window.stack_sampler.stop()
             raise
         if window.sampler is not None:
             window.sampler.window_opened()
@@ -189,6 +257,9 @@ class Window:
 
     def close(self) -> ClosedWindow:
         capture = _tracecore.stop()
+        _waits.uninstall()
+        if self.stack_sampler is not None:
+            self.stack_sampler.stop()
         samples = self.sampler.stop() if self.sampler is not None else []
         if capture is None:
             raise ExectraceError("the trace window was closed elsewhere")
@@ -228,11 +299,12 @@ class ClosedWindow:
             ("window.truncated", self.truncated),
             ("window.closed_by", self.closed_by),
             ("records.lost", capture.records_lost),
-            ("records.kept", capture.stats["records_kept"]),
+            ("records.kept", capture.stats["records_kept"] - self.extras_stats.get("samples.kept", 0)),
             ("gc.collections", capture.stats["gc_collections"]),
             ("gc.lost", capture.stats["gc_lost"]),
             ("annotations.lost", capture.stats["annotations_lost"]),
             ("file.trailer", _extras.TRAILER),
+            ("recorder.mode", self.settings.mode),
             ("recorder.hook", self.hook),
             ("recorder.clock", "tsc" if capture.used_ticks else "monotonic"),
             ("recorder.compressor", _compressor_name() if self.settings.compress else "none"),
@@ -256,6 +328,18 @@ class ClosedWindow:
         stats = _extras.add_annotations(extras, capture, threads)
         self.extras_stats.update({f"annotations.{k}": v for k, v in stats.items()})
         self.extras_stats["counters.samples"] = _extras.add_counters(extras, self.counters)
+        stack_texts = None
+        if self.settings.mode == "events":
+            stacks = _extras.Callstacks(capture, names)
+            stack_texts = stacks.texts()
+            kept, written = _extras.add_samples(extras, capture, stacks, pid, capture.threads())
+            self.extras_stats["samples.kept"] = kept
+            self.extras_stats["samples.written"] = written
+            self.extras_stats["samples.interval_ns"] = self.settings.sample_interval
+            self.extras_stats["callstacks.count"] = len(stack_texts)
+            self.extras_stats["callstacks.truncated"] = capture.stats["callstacks_truncated"]
+            self.extras_stats["waits.short"] = capture.stats["short_waits"]
+            self.extras_stats["locks.handoffs"] = _extras.add_handoffs(extras, capture, threads, stacks)
         return bytes(
             capture.encode(
                 names=names,
@@ -267,6 +351,7 @@ class ClosedWindow:
                 compressor=_chunk_compressor(),
                 blocking=reasons,
                 extra_packets=extras.packets(),
+                stack_texts=stack_texts,
             )
         )
 
@@ -311,11 +396,14 @@ def tracing(path: str | os.PathLike[str], **options: Any) -> Iterator[Window]:
 
     Options are the settings that apply to a window (see exectrace.settings):
     {options}. Each defaults to its EXECTRACE_* variable when that is set,
-    else to the setting's default.
+    else to the setting's default; but `mode` defaults to "calls" here (every
+    call: a development-time capture), not to "events".
 
         with exectrace.tracing("run.out", c_calls=False):
             work()
     """
+    if "mode" not in options and SETTINGS["mode"].env not in os.environ:
+        options = {**options, "mode": "calls"}
     settings = resolve(from_env(os.environ, scope=WINDOW)[0], **options)
     target = os.fspath(path)
     if not _tracing_lock.acquire(blocking=False):

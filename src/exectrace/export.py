@@ -37,7 +37,7 @@ from typing import IO, Any, Optional, Union
 
 from exectrace._files import is_tty
 from exectrace._protowire import field_bytes, field_varint, varint
-from exectrace.blocking import reason_of_slice
+from exectrace.blocking import REASONS, reason_of_slice
 from exectrace.reader import Trace
 
 PathOrStream = Union[str, "os.PathLike[str]", IO[str], IO[bytes]]
@@ -543,13 +543,89 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
     return bytes(out)
 
 
+def build_events_pprof(trace: Trace) -> bytes:
+    """The (uncompressed) pprof Profile of an `events` file: sample types
+    samples (count) and cpu (samples x the sample interval, nanoseconds),
+    from the stack samples; and one per blocking reason (sleep, io, lock,
+    subprocess: nanoseconds waited, Go's -pprof=sync|net|syscall), from the
+    waits, each at its callstack with the blocking function as the leaf."""
+    meta = trace.metadata
+    interval = meta.get("samples.interval_ns")
+    interval = interval if isinstance(interval, int) and interval > 0 else 0
+    types = ["samples", "cpu", *REASONS]
+    column = {reason: 2 + i for i, reason in enumerate(REASONS)}
+    locations: dict[tuple[str, str, int], int] = {}
+
+    def loc(name: str, file: str, line: int) -> int:
+        key = (name, file, line)
+        found = locations.get(key)
+        if found is None:
+            found = locations[key] = len(locations) + 1
+        return found
+
+    # (leaf-first location ids, thread, tid) -> values
+    values: dict[tuple[tuple[int, ...], str, int], list[int]] = {}
+    for sample in trace.samples():
+        frames = tuple(loc(f.function, f.file, f.line) for f in reversed(sample.stack))
+        v = values.setdefault((frames, sample.thread, sample.tid), [0] * len(types))
+        v[0] += 1
+        v[1] += interval
+    for slice_ in trace.slices():
+        reason = slice_.blocking
+        if reason is None:
+            continue
+        frames = (loc(slice_.name, "", 0),) + tuple(
+            loc(f.function, f.file, f.line) for f in reversed(slice_.stack))
+        v = values.setdefault((frames, slice_.thread, slice_.tid), [0] * len(types))
+        v[column[reason]] += slice_.dur_ns
+
+    st = _Strings()
+    out = bytearray()
+    units = ["count", "nanoseconds"] + ["nanoseconds"] * len(REASONS)
+    for name, unit in zip(types, units):
+        out += field_bytes(1, _uint(1, st(name)) + _uint(2, st(unit)))
+    thread_key, tid_key = st("thread"), st("tid")
+    for (frames, thread, tid), v in values.items():
+        out += field_bytes(2, _packed(1, list(frames)) + field_bytes(2, b"".join(varint(x) for x in v))
+                           + field_bytes(3, _uint(1, thread_key) + _uint(2, st(thread)))
+                           + field_bytes(3, _uint(1, tid_key) + _uint(3, tid)))
+    out += field_bytes(3, _uint(1, 1) + _uint(5, st("python")) + _uint(7, 1) + _uint(8, 1) + _uint(9, 1))
+    functions = bytearray()
+    for (name, file, line), lid in locations.items():
+        out += field_bytes(4, _uint(1, lid) + _uint(2, 1) + field_bytes(4, _uint(1, lid) + _uint(2, max(line, 0))))
+        functions += field_bytes(5, _uint(1, lid) + _uint(2, st(name or "?")) + _uint(4, st(file) if file else 0)
+                                 + _uint(5, max(line, 0)))
+    out += functions
+    start_realtime = meta.get("window.start_realtime_ns")
+    duration = meta.get("window.duration_ns", meta.end_ns - meta.start_ns)
+    comments = [f"exectrace {meta.get('exectrace.version', '?')} (events): {os.path.basename(trace.path)}"]
+    if trace.damage:
+        comments.append(f"damaged: {trace.damage}")
+    comment_ids = [st(c) for c in comments]
+    tail = bytearray()
+    if isinstance(start_realtime, int) and start_realtime > 0:
+        tail += _uint(9, start_realtime)
+    if isinstance(duration, int) and duration > 0:
+        tail += _uint(10, duration)
+    tail += field_bytes(11, _uint(1, st("cpu")) + _uint(2, st("nanoseconds")))
+    tail += _uint(12, interval or 1)
+    tail += _packed(13, comment_ids)
+    tail += _uint(14, st("cpu"))
+    out += b"".join(field_bytes(6, s.encode("utf-8", "backslashreplace")) for s in st.table)
+    out += tail
+    return bytes(out)
+
+
 def to_pprof(trace: Trace, out: Union[str, os.PathLike[str], IO[bytes]], *,
              progress: Optional[bool] = None) -> int:
-    """Writes `trace` as a gzipped pprof profile to a path or binary stream.
+    """Writes `trace` as a gzipped pprof profile to a path or binary stream:
+    for a `calls` file, wall and blocked time per call stack; for an `events`
+    file, samples and waits by reason (see build_events_pprof).
 
     Returns the number of bytes written (compressed).
     """
-    data = gzip.compress(build_pprof(trace, progress=progress), compresslevel=6, mtime=0)
+    profile = build_events_pprof(trace) if trace.mode == "events" else build_pprof(trace, progress=progress)
+    data = gzip.compress(profile, compresslevel=6, mtime=0)
     if isinstance(out, (str, os.PathLike)):
         with open(out, "wb") as f:
             f.write(data)

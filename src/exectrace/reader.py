@@ -74,6 +74,48 @@ class Slice:
         """Why the call waited ("sleep", "io", "lock", "subprocess"), or None."""
         return reason_of_slice(self.name, self.category)
 
+    @property
+    def stack(self) -> tuple[Frame, ...]:
+        """The Python callstack a wait began at, outermost frame first
+        (`events` files; empty where the file has none)."""
+        text = self.args.get("stack")
+        return parse_stack(text) if isinstance(text, str) else ()
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A frame of a callstack: a Python function and the line it was at."""
+
+    function: str
+    file: str
+    line: int
+
+
+def parse_stack(text: str) -> tuple[Frame, ...]:
+    """A wait's `stack` argument (innermost frame first, one per line, as
+    "function (file:line)") as Frames, outermost first."""
+    frames = []
+    for entry in text.splitlines():
+        name, sep, where = entry.rpartition(" (")
+        if sep and where.endswith(")"):
+            file, _, line = where[:-1].rpartition(":")
+            frames.append(Frame(name, file, int(line) if line.isdigit() else 0))
+        else:
+            frames.append(Frame(entry, "", 0))
+    frames.reverse()
+    return tuple(frames)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A stack sample of a thread (`events` files): where it was at ts_ns,
+    outermost frame first."""
+
+    thread: str
+    tid: int
+    ts_ns: int
+    stack: tuple[Frame, ...]
+
 
 @dataclass(frozen=True)
 class GCEvent:
@@ -171,7 +213,7 @@ class Metadata:
         return _as_int(self.values.get("records.lost"), 0)
 
 
-Event = Union[Metadata, Thread, Slice, GCEvent, Instant, Counter, Step, Span]
+Event = Union[Metadata, Thread, Slice, GCEvent, Instant, Counter, Step, Span, Sample]
 
 
 class Trace:
@@ -250,6 +292,26 @@ class Trace:
     @property
     def is_exectrace(self) -> bool:
         return self._meta_index is not None
+
+    @property
+    def mode(self) -> str:
+        """What the window recorded: "events" or "calls" (files from before
+        the events mode are calls files)."""
+        mode = self.metadata.get("recorder.mode")
+        return mode if mode in ("events", "calls") else "calls"
+
+    def samples(self) -> list[Sample]:
+        """The stack samples (`events` files), by time."""
+        c = self.columns
+        s = self.strings
+        names = {(t.get("pid"), t.get("tid")): t.get("name") or "" for t in self.tracks.values()
+                 if t.get("kind") == "thread"}
+        stacks = [tuple(Frame(s[f], s[file], line) for f, file, line in frames)
+                  for frames in c.stacks]
+        out = [Sample(names.get((pid, tid), f"thread-{tid}"), tid, ts, stacks[stack])
+               for ts, pid, tid, stack in c.samples]
+        out.sort(key=lambda e: e.ts_ns)
+        return out
 
     @property
     def slice_count(self) -> int:
@@ -371,13 +433,14 @@ class Trace:
     def __iter__(self) -> Iterator[Event]:
         yield self.metadata
         yield from self.threads
-        timed: list[Union[Slice, GCEvent, Instant, Counter, Step, Span]] = []
+        timed: list[Union[Slice, GCEvent, Instant, Counter, Step, Span, Sample]] = []
         timed.extend(self.slices())
         timed.extend(self.gc_events())
         timed.extend(self.instants())
         timed.extend(self.counters())
         timed.extend(self.steps())
         timed.extend(self.spans())
+        timed.extend(self.samples())
         timed.sort(key=_event_time)
         yield from timed
 
@@ -392,8 +455,8 @@ def _as_int(value: Any, default: int) -> int:
         return default
 
 
-def _event_time(event: Union[Slice, GCEvent, Instant, Counter, Step, Span]) -> int:
-    return event.ts_ns if isinstance(event, (Instant, Counter)) else event.start_ns
+def _event_time(event: Union[Slice, GCEvent, Instant, Counter, Step, Span, Sample]) -> int:
+    return event.ts_ns if isinstance(event, (Instant, Counter, Sample)) else event.start_ns
 
 
 def read(path: Union[str, os.PathLike[str]], *, allow_damaged: bool = False) -> Trace:

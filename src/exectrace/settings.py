@@ -648,6 +648,24 @@ _TABLE = (
         "While tracing is on, threading.Lock/RLock make locks whose `with lock:` waits are recorded.",
         "false", scope=WINDOW,
     ),
+    Setting(
+        "mode", "EXECTRACE_MODE", Choice("events", "calls"), "events",
+        "What a window records: `events` (waits with stacks, stack samples, GC, asyncio steps, "
+        "regions: ~1% overhead; the default of start() and autostart) or `calls` (every call: "
+        "the default of tracing() and `exectrace record`).",
+        "calls", scope=WINDOW,
+    ),
+    Setting(
+        "sample_interval", "EXECTRACE_SAMPLE_INTERVAL", Duration(), 10 * _MILLISECOND,
+        "In `events` mode, how often every thread's stack is sampled; 0: never.",
+        "20ms", scope=WINDOW,
+    ),
+    Setting(
+        "min_block", "EXECTRACE_MIN_BLOCK", Duration(), 10_000,
+        "In `events` mode, calls of blocking functions that return sooner are not recorded as "
+        "waits (they found their data or lock ready); their time counts as running.",
+        "100us", scope=WINDOW,
+    ),
 )
 
 #: The settings table, in display order, by canonical name.
@@ -705,6 +723,9 @@ class Settings:
     counters_interval: int
     slow_step: int
     trace_locks: bool
+    mode: str
+    sample_interval: int
+    min_block: int
 
     def __post_init__(self) -> None:
         for name, setting in SETTINGS.items():

@@ -29,6 +29,7 @@ enum {
     PF_PACKET_TIMESTAMP_CLOCK_ID = 58,
     PF_PACKET_DEFAULTS = 59, /* trace_packet_defaults */
     PF_PACKET_TRACK_DESCRIPTOR = 60,
+    PF_PACKET_PERF_SAMPLE = 66,
 
     /* TracePacketDefaults */
     PF_DEFAULTS_TIMESTAMP_CLOCK_ID = 58,
@@ -87,6 +88,23 @@ enum {
     PF_SOURCE_LOCATION_FILE_NAME = 2,
     PF_SOURCE_LOCATION_FUNCTION_NAME = 3,
     PF_SOURCE_LOCATION_LINE_NUMBER = 4,
+    /* the InternedData of stack samples and waits' callstacks (`events` mode):
+     * function names and mapping paths are InternedStrings (iid = 1, str = 2) */
+    PF_INTERNED_FUNCTION_NAMES = 5,
+    PF_INTERNED_FRAMES = 6,
+    PF_INTERNED_CALLSTACKS = 7,
+    PF_INTERNED_MAPPING_PATHS = 17,
+    PF_INTERNED_MAPPINGS = 19,
+    PF_INTERNED_ANNOTATION_STRINGS = 29, /* debug_annotation_string_values */
+    PF_INTERNED_STRING = 2,
+    PF_FRAME_FUNCTION_NAME_ID = 2, /* Frame; iid = 1 */
+    PF_FRAME_MAPPING_ID = 3,
+    PF_FRAME_REL_PC = 4,
+    PF_CALLSTACK_FRAME_IDS = 2, /* Callstack; iid = 1 */
+    PF_MAPPING_PATH_STRING_IDS = 7, /* Mapping; iid = 1 */
+    PF_PERF_SAMPLE_PID = 2,         /* PerfSample */
+    PF_PERF_SAMPLE_TID = 3,
+    PF_PERF_SAMPLE_CALLSTACK_IID = 4,
 
     /* DebugAnnotation */
     PF_ANNOTATION_NAME_IID = 1,
@@ -99,6 +117,7 @@ enum {
     PF_ANNOTATION_NAME = 10,
     PF_ANNOTATION_DICT_ENTRIES = 11,
     PF_ANNOTATION_ARRAY_VALUES = 12,
+    PF_ANNOTATION_STRING_VALUE_IID = 17,
 };
 
 /* Values of those fields */
@@ -128,6 +147,7 @@ enum {
     ET_CATEGORY_REGION = 2,
     ET_CATEGORY_FIRST_REASON = 3,
     ET_ANNOTATION_BLOCKING = 1,
+    ET_ANNOTATION_STACK = 2, /* `events` mode: a wait's callstack as text */
     /* uncompressed bytes per compressed_packets chunk (Perfetto reads < 512 KiB) */
     ET_CHUNK_BYTES = 256 * 1024,
 };

@@ -82,6 +82,9 @@ enum {
     ET_REC_CALL = 0,
     ET_REC_STEP = 1,   /* the outermost coroutine frame of an asyncio task step */
     ET_REC_CREATE = 2, /* a create_task call; the index is the task it created */
+    /* `events` mode (events.h): */
+    ET_REC_BLOCK = 3,  /* a wait in a blocking C function; the index is its callstack */
+    ET_REC_SAMPLE = 4, /* a stack sample (start == end); the index is its callstack */
 };
 #define ET_REC_KIND(flags) ((flags) & 0xFFu)
 #define ET_REC_INDEX(flags) ((flags) >> 8)
@@ -120,6 +123,7 @@ typedef struct {
     uint32_t capacity;
     et_frame *stack;
     PyObject *pythread; /* its threading.Thread, for its name at write time */
+    uint32_t blocked;   /* `events` mode: open blocking calls (not sampled meanwhile) */
 } et_thread;
 
 /* PY: obj is the code object; C: key is the PyMethodDef, obj its owner;
@@ -161,6 +165,11 @@ enum {
     ET_EV_TASK_END = 3,
     ET_EV_REGION_BEGIN = 4,
     ET_EV_REGION_END = 5,
+    /* `events` mode: a traced lock released to a waiting thread, and that
+     * thread's wait ending; task holds the hand-off's flow id (and, for the
+     * release, the releaser's callstack id in the low 24 bits). */
+    ET_EV_HANDOFF_RELEASE = 6,
+    ET_EV_HANDOFF_ACQUIRE = 7,
 };
 #define ET_MAX_EVENTS (1u << 20)
 
@@ -200,7 +209,14 @@ typedef struct {
     et_clock_pair start_clock, stop_clock;
     int64_t start_realtime_ns, stop_realtime_ns;
     int use_ticks;
+    int events_mode;
+    struct et_stacks *stacks; /* `events` mode: interned callstacks (events.h) */
+    uint64_t samples;         /* `events` mode: stack samples taken */
 } et_capture;
+
+struct et_stacks;
+static void et_stacks_free(struct et_stacks *s);
+static struct et_stacks *et_stacks_new(void);
 
 /* ------------------------------------------------------------- the state */
 
@@ -209,6 +225,7 @@ static struct {
     uint64_t epoch; /* bumped at each start: invalidates thread-local caches */
     int use_ticks;
     int c_calls;
+    int events_mode; /* record state changes (events.h), not every call */
     int64_t min_ticks;
     uint32_t max_depth; /* 0: unlimited */
     et_prefixes include, exclude;
@@ -305,6 +322,7 @@ static void et_capture_free(et_capture *c)
         Py_XDECREF(c->events[i].b);
     }
     Py_XDECREF(c->region_names);
+    et_stacks_free(c->stacks);
     free(c->tasks);
     free(c->task_slots);
     free(c->events);
@@ -875,8 +893,15 @@ static inline PyMethodDef *et_c_function(PyObject *callable, PyObject **owner)
     return NULL;
 }
 
+static void et_ev_c_call(PyMethodDef *ml, PyObject *owner, int64_t now);
+static void et_ev_c_return(PyMethodDef *ml, int64_t now);
+
 static inline void et_on_c_call(PyMethodDef *ml, PyObject *owner, int64_t now)
 {
+    if (R.events_mode) {
+        et_ev_c_call(ml, owner, now);
+        return;
+    }
     et_thread *t = et_current_thread();
     if (ET_UNLIKELY(t == NULL)) {
         return;
@@ -891,6 +916,10 @@ static inline void et_on_c_call(PyMethodDef *ml, PyObject *owner, int64_t now)
 
 static inline void et_on_c_return(PyMethodDef *ml, int64_t now)
 {
+    if (R.events_mode) {
+        et_ev_c_return(ml, now);
+        return;
+    }
     et_thread *t = et_current_thread();
     if (ET_LIKELY(t != NULL)) {
         et_pop(t, ml, now);
@@ -1306,9 +1335,11 @@ static int et_prefixes_set(et_prefixes *p, PyObject *seq)
     return 0;
 }
 
+static int64_t et_ns_to_ticks(const et_capture *c, int64_t ns);
+
 /* Prepares a capture; the hooks are installed by the Cython layer after. */
 static int et_begin(uint64_t capacity, int use_ticks, int c_calls, int64_t min_duration_ns,
-                    uint32_t max_depth, PyObject *include, PyObject *exclude)
+                    uint32_t max_depth, PyObject *include, PyObject *exclude, int events_mode)
 {
     if (R.cap != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a capture is already in progress");
@@ -1323,8 +1354,15 @@ static int et_begin(uint64_t capacity, int use_ticks, int c_calls, int64_t min_d
         return -1;
     }
     c->use_ticks = use_ticks && ET_HAVE_TICKS;
+    c->events_mode = events_mode;
+    if (events_mode && (c->stacks = et_stacks_new()) == NULL) {
+        et_capture_free(c);
+        PyErr_NoMemory();
+        return -1;
+    }
     R.use_ticks = c->use_ticks;
-    R.c_calls = c_calls;
+    R.c_calls = c_calls || events_mode;
+    R.events_mode = events_mode;
     R.max_depth = max_depth;
     R.gc_start = 0;
     R.cap = c;
@@ -1337,21 +1375,29 @@ static int et_begin(uint64_t capacity, int use_ticks, int c_calls, int64_t min_d
     R.epoch++;
     c->start_realtime_ns = et_realtime_ns();
     c->start_clock = et_read_clock_pair(c->use_ticks);
-    /* min_duration in ticks: calibrated on the fly for the TSC, rounded down
-     * so that a call of exactly min_duration is kept. */
-    if (min_duration_ns <= 0) {
-        R.min_ticks = 0;
-    } else if (!c->use_ticks) {
-        R.min_ticks = min_duration_ns;
-    } else {
-        et_clock_pair a = c->start_clock, b;
+    R.min_ticks = et_ns_to_ticks(c, min_duration_ns);
+    return 0;
+}
+
+/* A duration in the capture's time unit: calibrated for the TSC (once per
+ * process: 2 ms of spinning), rounded down so that exactly `ns` is kept. */
+static int64_t et_ns_to_ticks(const et_capture *c, int64_t ns)
+{
+    static double ticks_per_ns = 0.0;
+    if (ns <= 0) {
+        return 0;
+    }
+    if (!c->use_ticks) {
+        return ns;
+    }
+    if (ticks_per_ns == 0.0) {
+        et_clock_pair a = et_read_clock_pair(1), b;
         do {
             b = et_read_clock_pair(1);
         } while (b.mono_ns - a.mono_ns < 2000000);
-        double ticks_per_ns = (double)(b.ticks - a.ticks) / (double)(b.mono_ns - a.mono_ns);
-        R.min_ticks = (int64_t)((double)min_duration_ns * ticks_per_ns * 0.999);
+        ticks_per_ns = (double)(b.ticks - a.ticks) / (double)(b.mono_ns - a.mono_ns);
     }
-    return 0;
+    return (int64_t)((double)ns * ticks_per_ns * 0.999);
 }
 
 /* Adds the call stack a thread had at start, outermost first: calls already
@@ -1433,6 +1479,7 @@ static et_capture *et_end(void)
     et_close_all(c, c->stop_clock.ticks);
     c->pos = R.ring_pos;
     c->written = R.written;
+    R.events_mode = 0;
     R.cap = NULL;
     R.epoch++;
     et_prefixes_free(&R.include);
@@ -1448,6 +1495,7 @@ static void et_after_fork_child(void)
     et_capture *c = R.cap;
     R.n_ignored = 0;
     R.active = 0;
+    R.events_mode = 0;
     R.cap = NULL;
     R.epoch++;
     et_prefixes_free(&R.include);

@@ -18,6 +18,8 @@ cdef extern from "recorder.h":
         ET_REC_CALL
         ET_REC_STEP
         ET_REC_CREATE
+        ET_REC_BLOCK
+        ET_REC_SAMPLE
     uint32_t ET_REC_KIND(uint32_t flags) nogil
     uint32_t ET_REC_INDEX(uint32_t flags) nogil
 
@@ -28,6 +30,8 @@ cdef extern from "recorder.h":
         ET_EV_TASK_END
         ET_EV_REGION_BEGIN
         ET_EV_REGION_END
+        ET_EV_HANDOFF_RELEASE
+        ET_EV_HANDOFF_ACQUIRE
 
     # sys.monitoring callbacks by role (et_monitor_callback)
     ctypedef enum et_monitor_role:
@@ -97,6 +101,9 @@ cdef extern from "recorder.h":
         int64_t start_realtime_ns
         int64_t stop_realtime_ns
         int use_ticks
+        int events_mode
+        void* stacks       # struct et_stacks* (events.pxd), NULL in `calls` mode
+        uint64_t samples
     ctypedef int (*Py_tracefunc)(PyObject*, void*, int, PyObject*)
     struct _R:
         int active
@@ -110,7 +117,9 @@ cdef extern from "recorder.h":
     void et_capture_free(et_capture* c)
     et_thread* et_thread_new(et_capture* c, uint64_t ident, uint64_t native_id)
     int et_begin(uint64_t capacity, int use_ticks, int c_calls, int64_t min_duration_ns,
-                 uint32_t max_depth, object include_prefixes, object exclude_prefixes) except -1
+                 uint32_t max_depth, object include_prefixes, object exclude_prefixes,
+                 int events_mode) except -1
+    int64_t et_ns_to_ticks(const et_capture* c, int64_t ns)
     int et_seed_frame(uint64_t ident, uint64_t native_id, object code, object pythread) except -1
     void et_activate()
     et_capture* et_end()

@@ -25,6 +25,8 @@
 #define EXECTRACE_TRACEDLOCK_H
 
 #include "recorder.h"
+#include "annotations.h"
+#include "events.h"
 
 /* Seconds (int or float) to nanoseconds, rounded away from zero, with the
  * running CPython's own conversion so errors and messages match _thread's.
@@ -47,11 +49,23 @@ PyAPI_FUNC(int) _PyTime_FromSecondsObject(PyTime_t *t, PyObject *obj, int round)
 
 #define ETL_UNSET_TIMEOUT (-1000000000LL) /* -1 s in ns: wait forever */
 
+/* Lock hand-offs (`events` windows): a release while threads wait starts a
+ * flow that the waiter whose wait it ended picks up, as Go's trace draws
+ * the unblock edge from the goroutine that released to the one it woke. */
+typedef struct {
+    uint32_t waiters; /* threads in a recorded wait on the lock */
+    uint32_t seq;     /* bumped by each release seen by waiters */
+    uint64_t flow;    /* the flow id of the latest such release */
+} etl_handoff;
+
+static uint64_t etl_flows; /* flow ids handed out (unique per process) */
+
 typedef struct {
     PyObject_HEAD
     PyThread_type_lock lock;
     PyObject *weakrefs;
     char locked;
+    etl_handoff handoff;
 } etl_lock;
 
 typedef struct {
@@ -60,7 +74,24 @@ typedef struct {
     unsigned long owner;
     unsigned long count;
     PyObject *weakrefs;
+    etl_handoff handoff;
 } etl_rlock;
+
+/* A release: when threads wait on the lock, the hand-off starts here. */
+static void etl_handoff_release(etl_handoff *h)
+{
+    if (ET_LIKELY(h->waiters == 0) || !R.active || !R.events_mode) {
+        return;
+    }
+    et_thread *t = et_current_thread();
+    if (t == NULL) {
+        return;
+    }
+    h->seq++;
+    h->flow = ++etl_flows;
+    uint32_t stack = et_current_callstack();
+    et_event_add(ET_EV_HANDOFF_RELEASE, et_now(), t->index, (h->flow << 24) | stack, NULL, NULL);
+}
 
 /* ------------------------------------------------ arguments and waiting */
 
@@ -141,9 +172,11 @@ done:
  * then a wait with the GIL released; a wait interrupted by a signal runs
  * the signal handlers (PY_LOCK_INTR when one raised: KeyboardInterrupt
  * ends a blocked `with lock:`) and goes on with the time left. */
-static PyLockStatus etl_acquire_timed(PyThread_type_lock lock, int64_t timeout)
+static PyLockStatus etl_acquire_timed(PyThread_type_lock lock, int64_t timeout, etl_handoff *h)
 {
     int64_t deadline = 0;
+    int counted = 0;
+    uint32_t seen = 0;
     if (timeout > 0) {
         int64_t now = et_monotonic_ns();
         deadline = timeout > INT64_MAX - now ? INT64_MAX : now + timeout;
@@ -154,6 +187,11 @@ static PyLockStatus etl_acquire_timed(PyThread_type_lock lock, int64_t timeout)
         int64_t us = timeout / 1000 + (timeout > 0 && timeout % 1000 != 0);
         r = PyThread_acquire_lock_timed(lock, 0, 0);
         if (r == PY_LOCK_FAILURE && us != 0) {
+            if (!counted && R.active && R.events_mode) {
+                counted = 1;
+                seen = h->seq;
+                h->waiters++;
+            }
             Py_BEGIN_ALLOW_THREADS
             r = PyThread_acquire_lock_timed(lock, (PY_TIMEOUT_T)us, 1);
             Py_END_ALLOW_THREADS
@@ -170,6 +208,15 @@ static PyLockStatus etl_acquire_timed(PyThread_type_lock lock, int64_t timeout)
             }
         }
     } while (r == PY_LOCK_INTR);
+    if (counted) {
+        h->waiters--;
+        if (r == PY_LOCK_ACQUIRED && h->seq != seen && R.active) {
+            et_thread *t = et_current_thread();
+            if (t != NULL) {
+                et_event_add(ET_EV_HANDOFF_ACQUIRE, et_now(), t->index, h->flow, NULL, NULL);
+            }
+        }
+    }
     return r;
 }
 
@@ -233,7 +280,7 @@ static PyObject *etl_lock_acquire(PyObject *op, PyObject *const *args, Py_ssize_
     if (etl_parse(args, nargs, kwnames, &timeout) < 0) {
         return NULL;
     }
-    PyLockStatus r = etl_acquire_timed(self->lock, timeout);
+    PyLockStatus r = etl_acquire_timed(self->lock, timeout, &self->handoff);
     if (r == PY_LOCK_INTR) {
         return NULL;
     }
@@ -255,6 +302,7 @@ static PyObject *etl_lock_release(PyObject *op, PyObject *unused)
     }
     PyThread_release_lock(self->lock);
     self->locked = 0;
+    etl_handoff_release(&self->handoff);
     Py_RETURN_NONE;
 }
 
@@ -409,7 +457,7 @@ static PyObject *etl_rlock_acquire(PyObject *op, PyObject *const *args, Py_ssize
         self->count = count;
         Py_RETURN_TRUE;
     }
-    PyLockStatus r = etl_acquire_timed(self->lock, timeout);
+    PyLockStatus r = etl_acquire_timed(self->lock, timeout, &self->handoff);
     if (r == PY_LOCK_INTR) {
         return NULL;
     }
@@ -434,6 +482,7 @@ static PyObject *etl_rlock_release(PyObject *op, PyObject *unused)
     if (--self->count == 0) {
         self->owner = 0;
         PyThread_release_lock(self->lock);
+        etl_handoff_release(&self->handoff);
     }
     Py_RETURN_NONE;
 }
@@ -472,6 +521,7 @@ static PyObject *etl_rlock_release_save(PyObject *op, PyObject *unused)
     self->count = 0;
     self->owner = 0;
     PyThread_release_lock(self->lock);
+    etl_handoff_release(&self->handoff);
     return Py_BuildValue("kk", count, owner);
 }
 

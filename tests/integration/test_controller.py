@@ -52,7 +52,7 @@ def test_recurring_windows_write_named_private_files(python, tmp_path):
     dump = tmp_path / "dump"
     result = python(APP + f"""
 import exectrace
-exectrace.start(interval="1s", duration="300ms", dump_dir={str(dump)!r})
+exectrace.start(interval="1s", duration="300ms", dump_dir={str(dump)!r}, mode="calls")
 serve(3.6)
 print(os.getpid())
 """)
@@ -130,7 +130,7 @@ def test_window_open_at_exit_is_written_truncated(python, tmp_path):
     dump = tmp_path / "dump"
     python(APP + f"""
 import exectrace
-exectrace.start(interval="1h", duration="1h", dump_dir={str(dump)!r})
+exectrace.start(interval="1h", duration="1h", dump_dir={str(dump)!r}, mode="calls")
 serve(0.5)
 """)
     files = traces(dump)

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from exectrace import dumpstore
-from hostile import byte_files, make_trace, special_files, write_all
+from hostile import byte_files, events_files, make_trace, special_files, write_all
 
 BASE_NS = 1_795_000_000_000_000_000
 #: Seconds any one command may take on a hostile file (a generous bound on
@@ -66,9 +66,10 @@ def hostile(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     plain = make_trace(root / "plain.bin", compress=False)
     packed = make_trace(root / "packed.bin")
+    events = make_trace(root / "events.bin", compress=False, mode="events")
     files_dir = root / "files"
     files_dir.mkdir()
-    paths = write_all(files_dir, byte_files(plain, packed))
+    paths = write_all(files_dir, {**byte_files(plain, packed), **events_files(events)})
     paths.update(special_files(files_dir))
     paths["real-plain"] = root / "plain.bin"
     paths["real-packed"] = root / "packed.bin"

@@ -128,7 +128,8 @@ def gen(token):
     for i in range(3):
         yield token + str(i)
 
-exectrace.start(interval="1h", duration="1h", dump_dir=sys.argv[1], compress=sys.argv[2] == "1")
+exectrace.start(interval="1h", duration="1h", dump_dir=sys.argv[1], compress=sys.argv[2] == "1",
+                mode=sys.argv[3])
 import time
 deadline = time.monotonic() + 60
 while not exectrace.status()["window_open"] and time.monotonic() < deadline:
@@ -168,18 +169,18 @@ def inflate_all(data: bytes) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.parametrize("compress", ["1", "0"])
-def test_values_are_never_recorded(tmp_path, compress):
+@pytest.mark.parametrize(("compress", "mode"), [("1", "calls"), ("0", "calls"), ("1", "events")])
+def test_values_are_never_recorded(tmp_path, compress, mode):
     secret = f"S3CR3T-{uuid.uuid4()}"
     dump = tmp_path / "dump"
-    result = subprocess.run([sys.executable, "-c", SECRET_APP, str(dump), compress], capture_output=True,
+    result = subprocess.run([sys.executable, "-c", SECRET_APP, str(dump), compress, mode], capture_output=True,
                             text=True, timeout=120, env=clean_env(APP_SECRET=secret, EXTRA_VAR=secret),
                             cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (path,) = [dump / n for n in os.listdir(dump) if OWNED.match(n)]
     raw = path.read_bytes()
     inflated = inflate_all(raw)
-    if compress == "1":
+    if compress == "1" and mode == "calls":
         assert len(inflated) > 3 * len(raw)  # chunks were inflated
     for form in (secret, secret.upper(), secret.encode().hex()):
         assert form.encode() not in inflated
@@ -188,6 +189,9 @@ def test_values_are_never_recorded(tmp_path, compress):
     assert not [s for s in trace.strings if "S3CR3T" in s.upper()]
     assert "S3CR3T" not in repr(trace.metadata.values).upper()
     assert "S3CR3T" not in repr(trace.columns.args).upper()
+    if mode == "events":  # waits' stacks and samples name functions, files and lines only
+        assert "S3CR3T" not in repr(trace.samples()).upper()
+        return
     # what is recorded: the names of the functions and methods that saw it
     names = {s.name for s in trace.slices()}
     assert {"handle_request", "gen"} <= names, sorted(names)

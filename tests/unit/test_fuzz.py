@@ -198,11 +198,13 @@ def test_fuzz_exectrace_like_windows(tmp_path, data):
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
-    """The packets of two real traces (uncompressed, so packets are visible)."""
+    """The packets of two real traces (uncompressed, so packets are visible):
+    a `calls` one, and an `events` one whose samples and callstacks get
+    spliced into the first."""
     d = tmp_path_factory.mktemp("fuzz")
     traces = []
-    for name, rounds in (("a", 20), ("b", 8)):
-        data = make_trace(d / f"{name}.out", rounds, compress=False)
+    for name, rounds, mode in (("a", 20, "calls"), ("b", 8, "events")):
+        data = make_trace(d / f"{name}.out", rounds, compress=False, mode=mode)
         ends = packet_ends(data)
         traces.append([data[s:e] for s, e in zip([0, *ends], ends)])
     return traces

@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import cast
 
 from exectrace import api, demo, dumpstore
 from exectrace.analysis import format_text, summarize
 from exectrace.errors import ExectraceError
 from exectrace.reader import read, read_metadata
-from exectrace.settings import SETTINGS
+from exectrace.settings import SETTINGS, Choice
 
 HELP = "run a built-in workload under automatic tracing and summarize it"
 
@@ -23,15 +24,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", default="1s", help="length of each window (default 1s)")
     parser.add_argument("--dump-dir", default=SETTINGS["dump_dir"].default,
                         help=f"where trace files go (default {SETTINGS['dump_dir'].default})")
+    parser.add_argument("--mode", choices=cast(Choice, SETTINGS["mode"].kind).choices, default=SETTINGS["mode"].default,
+                        help="what windows record: events (the automatic tracer's default: waits "
+                             "with stacks, samples, GC, asyncio steps) or calls (every call)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.seconds <= 0:
         raise ExectraceError(f"--seconds must be positive, e.g. --seconds 12 (got {args.seconds})")
     print(f"exectrace demo: running a workload for {args.seconds:g} s, tracing {args.duration} "
-          f"every {args.interval} into {os.path.abspath(args.dump_dir)}")
+          f"every {args.interval} in `{args.mode}` mode into {os.path.abspath(args.dump_dir)}")
     started = time.time()
-    api.start(interval=args.interval, duration=args.duration, dump_dir=args.dump_dir)
+    api.start(interval=args.interval, duration=args.duration, dump_dir=args.dump_dir, mode=args.mode)
     try:
         done = demo.run(args.seconds)
     finally:
@@ -53,4 +57,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nopen it in the Perfetto UI:  exectrace view {newest_path}")
     print(f"summarize any of them:       exectrace summary {newest_path}")
     print(f"list them:                   exectrace ls {os.path.abspath(args.dump_dir)}")
+    if args.mode == "events":
+        print("every call instead of events:  exectrace demo --mode calls  (or EXECTRACE_MODE=calls)")
     return 0

@@ -29,7 +29,7 @@ from exectrace.settings import format_size, from_env, parse_size
 
 HELP = "list the trace files of a dump directory, newest last"
 
-_HEADER = ("END (UTC)", "PID", "SIZE", "WINDOW", "SLICES", "LOST", "FILE")
+_HEADER = ("END (UTC)", "PID", "SIZE", "WINDOW", "MODE", "SLICES", "LOST", "FILE")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +69,7 @@ def describe(f: dumpstore.TraceFile, *, open_file: bool = True, verify: bool = F
         "pid": f.pid,
         "size": f.size,
         "window_duration_ns": None,
+        "mode": None,
         "slices": None,
         "records_kept": None,
         "records_lost": None,
@@ -92,6 +93,8 @@ def describe(f: dumpstore.TraceFile, *, open_file: bool = True, verify: bool = F
         row["error"] = f"{type(e).__name__}: {e}"
         return row
     row["window_duration_ns"] = _int(meta.get("window.duration_ns"))
+    mode = meta.get("recorder.mode", "calls")  # files from before the events mode are calls files
+    row["mode"] = mode if mode in ("events", "calls") else None
     # Without --verify the count comes from the metadata: a complete file
     # holds one slice per call kept, per collection, and the window slice;
     # --verify decodes the file and counts its slices.
@@ -119,12 +122,13 @@ def _cells(row: dict[str, Any]) -> list[str]:
         str(row["pid"]),
         human_size(row["size"]),
         "-" if ns is None else f"{ns / 1e9:.3f}s",
+        row["mode"] or "-",
         "-" if row["slices"] is None else str(row["slices"]),
         "-" if row["records_lost"] is None else str(row["records_lost"]),
     ]
 
 
-_WIDTHS = (23, 7, 10, 9, 9, 7)
+_WIDTHS = (23, 7, 10, 9, 6, 9, 7)
 
 
 def _line(cells: list[str], name: str) -> str:
