@@ -127,6 +127,7 @@ enum {
     PF_TYPE_INSTANT = 3,
     PF_TYPE_COUNTER = 4,
     PF_SEQ_INCREMENTAL_STATE_CLEARED = 1, /* TracePacket.SequenceFlags */
+    PF_SEQ_NEEDS_INCREMENTAL_STATE = 2,
     PF_CLOCK_REALTIME = 1,                /* BuiltinClock */
     PF_CLOCK_MONOTONIC = 3,
     PF_CLOCK_BOOTTIME = 6,                /* the default when a trace names none */
