@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Optional
+from typing import Any, Optional
 
 from exectrace import dumpstore
 from exectrace.errors import ExectraceError
@@ -210,7 +210,7 @@ def add_store_options(parser: argparse.ArgumentParser, *, cache: bool = True) ->
                                 "else ~/.cache/exectrace/s3)")
 
 
-def add_selection_options(parser: argparse.ArgumentParser) -> None:
+def add_selection_options(parser: Any) -> None:
     """--host, --since, --until."""
     parser.add_argument("--host", metavar="GLOB", dest="host_glob",
                         help="only these hosts (a shell pattern, e.g. 'web-*')")
