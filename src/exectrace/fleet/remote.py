@@ -141,24 +141,14 @@ def cache_path(root: str, bucket: str, key: str) -> str:
 
 
 def fetch(client: Any, root: str, bucket: str, key: str, size: Optional[int] = None) -> str:
-    """The object as a local file in the cache, downloaded unless a copy of
-    the same size and ETag is there (trace objects never change)."""
+    """The object as a local file in the cache. Shipped objects never change
+    (a trace file's name is its host, end time and pid), so a complete copy
+    in the cache (of the listed size, when known) is used without a request."""
     path = cache_path(root, bucket, key)
     where = f"s3://{bucket}/{key}"
-    tag_path = path + ".etag"
-    if os.path.isfile(path):
-        try:
-            with open(tag_path, encoding="ascii") as f:
-                cached_tag = f.read().strip()
-        except (OSError, ValueError):
-            cached_tag = ""
-        if size is None or os.path.getsize(path) == size:
-            found = s3.head(client, bucket, key)
-            if found is None:
-                raise s3.StoreError(f"{where}: no such object", s3.NOT_FOUND)
-            if cached_tag and found.get("ETag", "").strip('"') == cached_tag and \
-                    os.path.getsize(path) == int(found.get("ContentLength", -1)):
-                return path
+    done = path + ".etag"  # written after the download: the copy is complete
+    if os.path.isfile(path) and os.path.isfile(done) and (size is None or os.path.getsize(path) == size):
+        return path
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     response = s3.call(where, client.get_object, Bucket=bucket, Key=key)
@@ -178,7 +168,7 @@ def fetch(client: Any, root: str, bucket: str, key: str, size: Optional[int] = N
         except OSError:
             pass
         raise
-    with open(tag_path, "w", encoding="ascii") as f:
+    with open(done, "w", encoding="ascii") as f:
         f.write(str(response.get("ETag", "")).strip('"'))
     return path
 
