@@ -136,7 +136,8 @@ class FaultProxy:
     - delay: seconds to wait before forwarding each request
     - fail(n, status): answer the next n requests with `status` (an S3 error
       document), without forwarding them
-    - lose_answers(n, method): forward the next n `method` requests, then
+    - lose_answers(n, method, match): forward the next n `method` requests
+      (whose path holds `match`), then
       close the connection without the answer (the store did the work; the
       client cannot know)
     - stop()/start(): close the port and every connection in flight; listen
@@ -149,6 +150,7 @@ class FaultProxy:
         self.delay = 0.0
         self._fail: list[int] = []
         self._lose: dict[str, int] = {}
+        self._lose_match = ""
         self.lock = threading.Lock()
         self.log: list[tuple[str, str, int]] = []  # (method, path, status) answered or lost (-1)
         self._listener: Optional[socket.socket] = None
@@ -164,9 +166,11 @@ class FaultProxy:
         with self.lock:
             self._fail = [status] * n
 
-    def lose_answers(self, n: int, method: str = "PUT") -> None:
+    def lose_answers(self, n: int, method: str = "PUT", match: str = "") -> None:
+        """Only requests whose path holds `match` count."""
         with self.lock:
             self._lose[method] = n
+            self._lose_match = match
 
     def start(self) -> FaultProxy:
         s = socket.socket()
@@ -261,7 +265,7 @@ class FaultProxy:
             time.sleep(self.delay)
         with self.lock:
             status = self._fail.pop(0) if self._fail else 0
-            lose = self._lose.get(method, 0) > 0
+            lose = self._lose.get(method, 0) > 0 and self._lose_match in path
             if lose and not status:
                 self._lose[method] -= 1
         if status:

@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the state file (default: $XDG_STATE_HOME/exectrace/ship-<id>.json, "
                              "else ~/.local/state/exectrace/...)")
     parser.add_argument("--poll", default="2s", metavar="DURATION", help="how often to look for new files (default 2s)")
+    parser.add_argument("--max-backoff", default="1m", metavar="DURATION",
+                        help="the longest wait between two tries while the store fails (default 1m)")
     parser.add_argument("--once", action="store_true",
                         help="ship what is there now and exit (1 if some file could not be shipped)")
     parser.add_argument("--no-index", action="store_true", help="do not write fleet index rows")
@@ -96,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise ExectraceError(f"invalid --poll {args.poll!r}: expected a duration like '2s'") from None
     poll = max(poll, 0.05)
+    try:
+        max_backoff = max(parse_duration(args.max_backoff) / 1e9, 0.1)
+    except ValueError:
+        raise ExectraceError(f"invalid --max-backoff {args.max_backoff!r}: expected a duration like '30s'") from None
     dirs = args.dirs or [from_env(os.environ)[0].dump_dir]
     for d in dirs:
         if os.path.exists(d) and not os.path.isdir(d):
@@ -117,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     out: Any = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     with _state_lock(state):
         shipper = ship.Shipper(dirs, url, host, client, put_client=put_client, state_path=state,
-                               with_index=with_index, out=out)
+                               with_index=with_index, out=out, max_backoff=max_backoff)
         shipper.check()
         stop = threading.Event()
         previous = _on_signals(stop)

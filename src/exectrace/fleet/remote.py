@@ -213,6 +213,7 @@ def ls(args: argparse.Namespace) -> int:
     sel = Selection(args.host_glob, args.since, args.until)
     client = client_for(args)
     objects = list_traces(client, url, sel)
+    rows: list[dict[str, Any]]
     if args.no_read:
         rows = [{"host": o.host, "name": o.name, "url": url.url_of(o.key), "key": o.key,
                  "end_time": f"{o.end_time:%Y-%m-%dT%H:%M:%S}.{o.end_time.microsecond // 1000:03d}Z",

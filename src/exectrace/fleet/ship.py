@@ -131,7 +131,7 @@ class Shipper:
 
     def __init__(self, dirs: list[str], url: layout.S3Url, host: str, client: Any, *,
                  state_path: str, put_client: Any = None, with_index: bool = True,
-                 out: Callable[[str], None] = print,
+                 out: Callable[[str], None] = print, max_backoff: float = BACKOFF_MAX,
                  err: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> None:
         self.dirs = [os.path.abspath(d) for d in dirs]
         self.url = url
@@ -150,6 +150,7 @@ class Shipper:
         self.pending: dict[str, int] = {}
         self.failures = 0
         self.next_try = 0.0
+        self.max_backoff = max_backoff
         self._load_state()
 
     # -- state
@@ -251,7 +252,7 @@ class Shipper:
             except s3.StoreError as e:
                 self.stats.store_errors += 1
                 self.failures += 1
-                delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(self.failures - 1, 16))
+                delay = min(self.max_backoff, BACKOFF_FIRST * 2 ** min(self.failures - 1, 16))
                 self.next_try = time.monotonic() + delay * random.uniform(0.5, 1.0)
                 self.warn(f"store:{e.kind}", f"{e} (will retry; {left} file(s) waiting)")
                 return left
