@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, TypeVar
 
+from exectrace import dumpstore
 from exectrace.errors import ExectraceError
 from exectrace.fleet import layout, s3
 from exectrace.fleet.layout import S3Url, TraceObject
@@ -78,17 +79,24 @@ def hosts(client: Any, url: S3Url) -> list[str]:
 
 def list_traces(client: Any, url: S3Url, sel: Selection) -> list[TraceObject]:
     """The trace objects of the selection, by end time then host. One LIST per
-    host and day of the range (none for the days outside it)."""
+    host and day of the range (none for the days outside it); on the first
+    day the listing starts after --since (names sort by end time)."""
     days = sel.days()
-    prefixes: list[str] = []
+    prefixes: list[tuple[str, Optional[str]]] = []
     for host in hosts(client, url):
         if not sel.host_ok(host):
             continue
         if days is None:
-            prefixes.append(url.key(host) + "/")
-        else:
-            prefixes.extend(url.key(host, d) + "/" for d in days)
-    listed = parallel(lambda p: s3.list_keys(client, url.bucket, p)[0], prefixes)
+            prefixes.append((url.key(host) + "/", None))
+            continue
+        for d in days:
+            prefix = url.key(host, d) + "/"
+            after = None
+            if sel.since is not None and d == days[0]:
+                # every name of a window that ended at or after --since sorts after this
+                after = prefix + f"{dumpstore.PREFIX}{sel.since:%Y-%m-%dT%H_%M_%S}.{sel.since.microsecond // 1000:03d}"
+            prefixes.append((prefix, after))
+    listed = parallel(lambda p: s3.list_keys(client, url.bucket, p[0], start_after=p[1])[0], prefixes)
     found = []
     for keys in listed:
         for key, size in keys:

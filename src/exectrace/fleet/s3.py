@@ -133,13 +133,16 @@ def call(where: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise store_error(e, where) from None
 
 
-def list_keys(client: Any, bucket: str, prefix: str, *, delimiter: Optional[str] = None) -> tuple[list[tuple[str, int]], list[str]]:
-    """([(key, size)], [common prefixes]) under `prefix`, every page."""
+def list_keys(client: Any, bucket: str, prefix: str, *, delimiter: Optional[str] = None,
+              start_after: Optional[str] = None) -> tuple[list[tuple[str, int]], list[str]]:
+    """([(key, size)], [common prefixes]) under `prefix` (after `start_after`), every page."""
     keys: list[tuple[str, int]] = []
     prefixes: list[str] = []
     kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
     if delimiter:
         kwargs["Delimiter"] = delimiter
+    if start_after:
+        kwargs["StartAfter"] = start_after
     where = f"s3://{bucket}/{prefix}"
     while True:
         page = call(where, client.list_objects_v2, **kwargs)

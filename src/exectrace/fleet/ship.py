@@ -50,6 +50,9 @@ WARN_EVERY = 60.0
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 60.0
 _CHUNK = 1 << 20
+#: Object tags, for lifecycle rules that keep the index longer than the traces.
+TAG_TRACE = "exectrace=trace"
+TAG_INDEX = "exectrace=index"
 
 
 class RateLimitedWarnings:
@@ -323,7 +326,7 @@ class Shipper:
         else:
             src.seek(0)
             s3.call(where, self.put_client.put_object, Bucket=self.url.bucket, Key=key, Body=src,
-                    ContentLength=size, ContentType="application/octet-stream",
+                    ContentLength=size, ContentType="application/octet-stream", Tagging=TAG_TRACE,
                     Metadata=object_metadata(self.host, size, sha, meta, error))
             self.stats.shipped += 1
             self.stats.shipped_bytes += size
@@ -347,7 +350,7 @@ class Shipper:
                 index.write_parquet(path, table)
                 with open(path, "rb") as data:
                     s3.call(self.url.url_of(key), self.put_client.put_object, Bucket=self.url.bucket,
-                            Key=key, Body=data, ContentType="application/vnd.apache.parquet",
+                            Key=key, Body=data, ContentType="application/vnd.apache.parquet", Tagging=TAG_INDEX,
                             Metadata={"host": self.host, "trace": entry["key"] or ""})
         except s3.StoreError:
             raise
