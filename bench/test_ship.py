@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import exectrace  # noqa: E402
 import workloads  # noqa: E402
 from exectrace import dumpstore  # noqa: E402
-from exectrace.fleet import layout, s3, ship  # noqa: E402
+from exectrace.fleet import layout, ship  # noqa: E402
 from exectrace.reader import read_metadata  # noqa: E402
 from s3server import MotoServer  # noqa: E402
 

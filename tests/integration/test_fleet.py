@@ -540,3 +540,23 @@ def test_run_ship_starts_a_sidecar_and_the_traced_process_loads_no_s3_client(ser
     assert "exectrace ship:" in result.stderr and "shipped" in result.stderr
     for p in files:
         check_trace(str(p))
+
+
+def test_run_ship_with_a_command_detaches_the_sidecar(server, tmp_path):
+    """`exectrace run --ship ... -- CMD`: the command replaces `run` (same pid);
+    the sidecar, detached, ships until it has exited, then makes a last pass.
+    (An editable install has no autostart .pth: the command starts tracing
+    from the EXECTRACE_* variables itself, as the hook would.)"""
+    bucket = "run-command"
+    server.make_bucket(bucket)
+    code = ("import os, sys, time; import exectrace._autostart as a; assert a.start_from_env(os.environ); "
+            "time.sleep(1.0); print('boto3' in sys.modules)")
+    dump = tmp_path / "dump"
+    result = ok(cli("run", "--ship", f"s3://{bucket}/{PREFIX}", "--interval", "300ms", "--duration", "100ms",
+                    "--host", "cmd-1", "--dump-dir", dump, "--", sys.executable, "-c", code, env=server.env()))
+    assert result.stdout.strip() == "False"
+    # run's output pipes stay open until the detached sidecar exits: it is done
+    files = trace_files(dump)
+    assert files
+    assert {k for k in server.versions(bucket) if "/_index/" not in k} == {key_of("cmd-1", p) for p in files}
+    assert "exectrace ship:" in result.stderr

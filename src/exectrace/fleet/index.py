@@ -193,8 +193,12 @@ def top(paths: list[str], by: str, limit: int) -> list[dict[str, Any]]:
             "hive_types = {'date': DATE, 'host': VARCHAR}) "
             f"WHERE kind = '{kind}' GROUP BY {group} ORDER BY {order} DESC NULLS LAST, {group} LIMIT $limit"
         )
-        result = con.execute(sql, {"paths": [os.path.abspath(p) for p in paths], "limit": limit})
-        names = [d[0] for d in result.description]
-        return [dict(zip(names, row)) for row in result.fetchall()]
+        try:
+            result = con.execute(sql, {"paths": [os.path.abspath(p) for p in paths], "limit": limit})
+            names = [d[0] for d in result.description]
+            return [dict(zip(names, row)) for row in result.fetchall()]
+        except duckdb.Error as e:  # a damaged or foreign object under _index/
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExectraceError(f"cannot read the fleet index: {first}") from None
     finally:
         con.close()

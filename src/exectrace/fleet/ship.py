@@ -415,13 +415,22 @@ class Shipper:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs. An exited process its parent has not
+    reaped yet (a zombie; on Linux) counts as gone: its parent may be waiting
+    for the output pipes this process holds."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return True
+    end = data.rfind(b")")
+    return data[end + 2:end + 3] not in (b"Z", b"X") if end >= 0 else True
 
 
 def _fd_path(fd: int) -> Optional[str]:
