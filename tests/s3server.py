@@ -134,7 +134,7 @@ class FaultProxy:
     per connection, with faults to inject:
 
     - delay: seconds to wait before forwarding each request
-    - fail(n, status): answer the next n requests with `status` (an S3 error
+    - fail(n, status): answer n more requests with `status` (an S3 error
       document), without forwarding them
     - lose_answers(n, method, match): forward the next n `method` requests
       (whose path holds `match`), then
@@ -163,8 +163,9 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def fail(self, n: int, status: int = 503) -> None:
+        """Queued after the failures not served yet."""
         with self.lock:
-            self._fail = [status] * n
+            self._fail.extend([status] * n)
 
     def lose_answers(self, n: int, method: str = "PUT", match: str = "") -> None:
         """Only requests whose path holds `match` count."""

@@ -560,3 +560,5 @@ def test_run_ship_with_a_command_detaches_the_sidecar(server, tmp_path):
     assert files
     assert {k for k in server.versions(bucket) if "/_index/" not in k} == {key_of("cmd-1", p) for p in files}
     assert "exectrace ship:" in result.stderr
+    for p in files:
+        check_trace(str(p))
