@@ -200,15 +200,18 @@ class Shipper:
                                "(shipping goes on; after a restart, HEAD finds what was shipped)")
 
     # -- scanning
-    def scan(self) -> list[dumpstore.TraceFile]:
+    def scan(self) -> tuple[list[dumpstore.TraceFile], set[str]]:
+        """(the owned files of the dump dirs, oldest first; the dirs that could not be listed)."""
         files: list[dumpstore.TraceFile] = []
+        failed: set[str] = set()
         for d in self.dirs:
             try:
                 files.extend(dumpstore.owned_files(d))
             except OSError as e:
+                failed.add(d)
                 self.warn(f"dir:{d}", f"cannot list {d}: {e.strerror or e}")
         files.sort(key=lambda f: (f.name, f.path))
-        return files
+        return files, failed
 
     def _note_gone(self, path: str) -> None:
         self.pending.pop(path, None)
@@ -221,14 +224,18 @@ class Shipper:
     def to_ship(self) -> list[dumpstore.TraceFile]:
         """The files not shipped yet, oldest first; forgets shipped files GC
         has deleted and counts pending ones it deleted."""
-        files = self.scan()
+        files, failed = self.scan()
         on_disk = {f.path for f in files}
+
+        def gone(path: str) -> bool:  # not when its directory could not be listed
+            return path not in on_disk and os.path.dirname(path) not in failed
+
         for path in list(self.pending):
-            if path not in on_disk:
+            if gone(path):
                 self._note_gone(path)
         changed = False
         for path in list(self.shipped):
-            if path not in on_disk:
+            if gone(path):
                 del self.shipped[path]
                 changed = True
         if changed:
