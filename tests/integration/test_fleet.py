@@ -528,8 +528,10 @@ def test_run_ship_starts_a_sidecar_and_the_traced_process_loads_no_s3_client(ser
         print("loaded:", loaded, "fleet:", [m for m in sys.modules if m.startswith("exectrace.fleet.")])
     """))
     dump = tmp_path / "dump"
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")  # the sidecar's default state file
     result = ok(cli("run", "--ship", f"s3://{bucket}/{PREFIX}", "--interval", "400ms", "--duration", "100ms",
                     "--host", "app-1", "--dump-dir", dump, script, env=env))
+    assert len(list((tmp_path / "state" / "exectrace").glob("ship-*.json"))) == 1
     line = next(x for x in result.stdout.splitlines() if x.startswith("loaded:"))
     assert line.startswith("loaded: [] fleet: ") and "exectrace.fleet.s3" not in line and "ship" not in line.split("fleet:")[1]
     files = trace_files(dump)
@@ -553,7 +555,8 @@ def test_run_ship_with_a_command_detaches_the_sidecar(server, tmp_path):
             "time.sleep(1.0); print('boto3' in sys.modules)")
     dump = tmp_path / "dump"
     result = ok(cli("run", "--ship", f"s3://{bucket}/{PREFIX}", "--interval", "300ms", "--duration", "100ms",
-                    "--host", "cmd-1", "--dump-dir", dump, "--", sys.executable, "-c", code, env=server.env()))
+                    "--host", "cmd-1", "--dump-dir", dump, "--", sys.executable, "-c", code,
+                    env=server.env(XDG_STATE_HOME=str(tmp_path / "state"))))
     assert result.stdout.strip() == "False"
     # run's output pipes stay open until the detached sidecar exits: it is done
     files = trace_files(dump)
