@@ -565,3 +565,32 @@ def test_run_ship_with_a_command_detaches_the_sidecar(server, tmp_path):
     assert "exectrace ship:" in result.stderr
     for p in files:
         check_trace(str(p))
+
+
+def test_files_that_are_not_traces_are_shipped_with_an_error_and_no_index(server, sample_trace, tmp_path):
+    """A damaged file and random bytes under trace names: shipped as they
+    are (the store keeps what the dump dir held), their metadata says why
+    they could not be read, no index rows; the sidecar exits 0."""
+    bucket = "hostile"
+    server.make_bucket(bucket)
+    dump = tmp_path / "dump"
+    good, cut, noise = _copies(sample_trace, dump, 3)
+    cut.write_bytes(sample_trace.read_bytes()[:300])
+    noise.write_bytes(os.urandom(5000))
+    env = server.env()
+    result = ok(cli("ship", dump, "--to", f"s3://{bucket}/{PREFIX}", "--host", "odd-1", "--state",
+                    tmp_path / "state.json", "--once", env=env))
+    c = server.client()
+    versions = server.versions(bucket)
+    for p in (good, cut, noise):
+        got = c.get_object(Bucket=bucket, Key=key_of("odd-1", p))
+        assert got["Body"].read() == p.read_bytes() and versions[key_of("odd-1", p)] == 1
+    assert "error" not in c.head_object(Bucket=bucket, Key=key_of("odd-1", good))["Metadata"]
+    assert "not a Perfetto trace" in c.head_object(Bucket=bucket, Key=key_of("odd-1", noise))["Metadata"]["error"]
+    assert "error" in c.head_object(Bucket=bucket, Key=key_of("odd-1", cut))["Metadata"]
+    index_keys = {k for k in versions if "/_index/" in k}
+    assert index_keys == {layout.index_key(layout.S3Url(bucket, PREFIX), "odd-1", good.name)}
+    assert "Traceback" not in result.stderr
+    rows = json.loads(ok(cli("ls", f"s3://{bucket}/{PREFIX}", "--json", env=env)).stdout)
+    assert [r["name"] for r in rows] == [good.name, cut.name, noise.name]
+    assert "error" in rows[2] and rows[2]["mode"] is None
