@@ -237,6 +237,9 @@ def test_ls_lists_by_host_and_time(fleet):
                                  env=env)).stdout)
     text = ok(cli("ls", f"s3://{bucket}/{PREFIX}", env=env)).stdout
     assert f"{len(rows)} files" in text and "from 3 hosts: db-1, web-1, web-2" in text
+    listing = json.loads(ok(cli("ls", f"s3://{bucket}/{PREFIX}", "--json", "--no-read", env=env)).stdout)
+    assert [(r["name"], r["size"]) for r in listing] == [(r["name"], r["size"]) for r in rows]
+    assert all("records_kept" not in r for r in listing)  # the listing alone, no HEAD
 
 
 def test_summary_of_a_shipped_file_equals_the_local_summary(fleet):
