@@ -136,7 +136,7 @@ class Shipper:
                  state_path: str, put_client: Any = None, with_index: bool = True,
                  out: Callable[[str], None] = print, max_backoff: float = BACKOFF_MAX,
                  err: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> None:
-        self.dirs = [os.path.abspath(d) for d in dirs]
+        self.dirs = list(dict.fromkeys(os.path.abspath(d) for d in dirs))
         self.url = url
         self.host = host
         self.client = client
@@ -261,14 +261,21 @@ class Shipper:
                 self.ship_file(f)
             except s3.StoreError as e:
                 self.stats.store_errors += 1
-                self.failures += 1
-                delay = min(self.max_backoff, BACKOFF_FIRST * 2 ** min(self.failures - 1, 16))
-                self.next_try = time.monotonic() + delay * random.uniform(0.5, 1.0)
+                self._back_off()
                 self.warn(f"store:{e.kind}", f"{e} (will retry; {left} file(s) waiting)")
+                return left
+            except Exception as e:  # e.g. a read error: never the end of the sidecar
+                self._back_off()
+                self.warn(f"error:{type(e).__name__}", f"cannot ship {f.path}: {type(e).__name__}: {e} (will retry)")
                 return left
             self.failures = 0
             left -= 1
         return 0
+
+    def _back_off(self) -> None:
+        self.failures += 1
+        delay = min(self.max_backoff, BACKOFF_FIRST * 2 ** min(self.failures - 1, 16))
+        self.next_try = time.monotonic() + delay * random.uniform(0.5, 1.0)
 
     def ship_file(self, f: dumpstore.TraceFile) -> None:
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
