@@ -152,6 +152,8 @@ def pytest_terminal_summary(terminalreporter, config):
               f"({fresh['idle-controller'] / fresh['no-package']:.3f}x)")
     for bench in extra:
         info = bench.extra_info
+        if "summary_line" in info:  # a benchmark's own result line (bench/test_ship.py)
+            write(info["summary_line"])
         if bench.group == "autostart check":
             write(f"autostart check without EXECTRACE_* variables: {_median(bench) * 1e9:.0f} ns "
                   f"({info.get('environment_variables')} variables in the environment)")

@@ -290,7 +290,7 @@ class ClosedWindow:
             ("python.version", platform.python_version()),
             ("python.implementation", platform.python_implementation()),
             ("process.pid", os.getpid()),
-            ("process.host", socket.gethostname()),
+            ("process.host", self.settings.host or socket.gethostname()),
             ("process.argv", " ".join(sys.argv)),
             ("window.start", utc_iso(capture.start_realtime_ns)),
             ("window.end", utc_iso(capture.stop_realtime_ns)),

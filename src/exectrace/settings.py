@@ -37,6 +37,7 @@ __all__ = [
     "Bool",
     "Choice",
     "Duration",
+    "HostName",
     "Int",
     "Kind",
     "Path",
@@ -479,6 +480,38 @@ class Path(Kind[str]):
         return isinstance(value, str) and bool(value.strip()) and "\0" not in value
 
 
+#: A host name as it appears in trace files and object keys: letters, digits,
+#: '.', '_' and '-', starting with a letter or digit (so never "..", "_index").
+_HOST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+class HostName(Kind[str]):
+    """A host name, safe as one path or key component; "" means the system's own."""
+
+    what = "a host name"
+    stored_what = "a str"
+
+    @property
+    def hint(self) -> str:
+        return "(letters, digits, '.', '_', '-'; starting with a letter or digit)"
+
+    def parse_text(self, text: str) -> str:
+        s = text.strip()
+        if s and not _HOST_RE.fullmatch(s):
+            raise _Invalid()
+        return s
+
+    def is_stored(self, value: object) -> bool:
+        return isinstance(value, str) and (value == "" or bool(_HOST_RE.fullmatch(value)))
+
+
+def safe_host_name(name: str) -> str:
+    """A host name (socket.gethostname()'s) made usable as a HostName."""
+    safe = "".join(c if c.isalnum() and c.isascii() or c in "-_." else "_" for c in name)
+    safe = safe.lstrip("._-")[:253]
+    return safe or "localhost"
+
+
 # ---------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------
@@ -666,6 +699,11 @@ _TABLE = (
         "waits (they found their data or lock ready); their time counts as running.",
         "100us", scope=WINDOW,
     ),
+    Setting(
+        "host", "EXECTRACE_HOST", HostName(), "",
+        "This host's name in trace files and in the keys of shipped objects (exectrace ship); empty: the system's host name.",
+        "web-1", scope=WINDOW,
+    ),
 )
 
 #: The settings table, in display order, by canonical name.
@@ -726,6 +764,7 @@ class Settings:
     mode: str
     sample_interval: int
     min_block: int
+    host: str
 
     def __post_init__(self) -> None:
         for name, setting in SETTINGS.items():

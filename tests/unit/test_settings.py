@@ -414,6 +414,7 @@ def test_table_order_and_names() -> None:
         "interval", "duration", "total_dump_size_limit", "dump_dir", "buffer_size", "c_calls",
         "min_duration", "max_depth", "include", "exclude", "compress", "clock",
         "counters_interval", "slow_step", "trace_locks", "mode", "sample_interval", "min_block",
+        "host",
     ]
     assert [f.name for f in dataclasses.fields(S.Settings)] == list(S.SETTINGS)
 
@@ -572,6 +573,7 @@ settings_strategy = st.builds(
     exclude=st.lists(st.from_regex(r"[a-z_./]+", fullmatch=True), max_size=3).map(tuple),
     compress=st.booleans(),
     clock=st.sampled_from(["auto", "tsc", "monotonic"]),
+    host=st.sampled_from(["", "web-1", "db.example.com"]),
 )
 
 
@@ -582,7 +584,7 @@ def test_display_dict_reads_back_through_env(s: S.Settings) -> None:
     restored, used = S.from_env(environ)
     assert restored == s
     # An empty list displays as "", and a blank variable counts as unset.
-    assert len(used) == len(S.SETTINGS) - (not s.include) - (not s.exclude)
+    assert len(used) == len(S.SETTINGS) - (not s.include) - (not s.exclude) - (not s.host)
 
 
 # ---------------------------------------------------------------------------
@@ -713,3 +715,17 @@ def test_from_env_by_scope() -> None:
 def test_settings_enabled(interval: int, enabled: bool) -> None:
     assert S.defaults().replace(interval=interval).enabled is enabled
     assert S.interval_enables(interval) is enabled
+
+
+@pytest.mark.parametrize("bad", ["../etc", "/abs", ".hidden", "_index", "a b", "web/1", "$(id)", "x" * 254, "wéb"])
+def test_host_names_are_safe_as_one_key_component(bad: str) -> None:
+    with pytest.raises(ExectraceConfigError, match=r"invalid host .*'web-1'"):
+        S.parse_value("host", bad)
+
+
+def test_host_name_default_and_good_values() -> None:
+    assert S.defaults().host == ""
+    assert S.parse_value("host", " web-1.example.com ") == ("host", "web-1.example.com")
+    assert S.from_env({"EXECTRACE_HOST": "db_2"})[0].host == "db_2"
+    assert S.safe_host_name("my host/é") == "my_host__"
+    assert S.safe_host_name("..") == "localhost"

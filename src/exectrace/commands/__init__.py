@@ -19,6 +19,8 @@ _COMMANDS = [
     "ls",
     "convert",
     "debug-zip",
+    "ship",
+    "fleet",
 ]
 
 

@@ -46,6 +46,7 @@ from exectrace import dumpstore
 from exectrace._files import output_file
 from exectrace._version import __version__
 from exectrace.errors import ExectraceError
+from exectrace.fleet import layout
 from exectrace.settings import from_env
 
 HELP = "zip the dump dirs' trace files with settings and versions for a bug report"
@@ -67,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: EXECTRACE_DIR, else ./executiontrace_dump)")
     parser.add_argument("--node", type=_node, help="the node's name in the zip (default: this host's name)")
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    group = parser.add_argument_group(
+        "from object storage: every selected host's shipped traces as nodes/<host>/executiontrace/ "
+        "(see docs/fleet.md)")
+    group.add_argument("--from", dest="source", metavar="s3://BUCKET/PREFIX",
+                       help="take the trace files exectrace ship shipped there, not the local dump dirs")
+    layout.add_selection_options(group)
+    layout.add_store_options(parser)
 
 
 def default_node() -> str:
@@ -254,6 +262,14 @@ def _check_out(out: str, force: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.source is not None:
+        if args.dump_dirs or args.node:
+            raise ExectraceError("--from takes the files from object storage: --dump-dir and --node do not apply")
+        from exectrace.fleet import remote
+
+        return remote.debug_zip(args)
+    if args.host_glob or args.since or args.until:
+        raise ExectraceError("--host, --since and --until select shipped traces: give --from s3://BUCKET/PREFIX")
     out: str = args.out
     _check_out(out, args.force)
     dirs = args.dump_dirs or [from_env(os.environ)[0].dump_dir]

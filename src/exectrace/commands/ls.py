@@ -24,6 +24,7 @@ from typing import Any, Optional
 from exectrace import dumpstore
 from exectrace.commands._format import human_size
 from exectrace.errors import ExectraceError
+from exectrace.fleet import layout
 from exectrace.reader import Trace, read, read_metadata
 from exectrace.settings import format_size, from_env, parse_size
 
@@ -34,12 +35,16 @@ _HEADER = ("END (UTC)", "PID", "SIZE", "WINDOW", "MODE", "SLICES", "LOST", "FILE
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", nargs="?", metavar="DIR",
-                        help="a dump directory (default: EXECTRACE_DIR, else ./executiontrace_dump)")
+                        help="a dump directory (default: EXECTRACE_DIR, else ./executiontrace_dump), "
+                             "or s3://BUCKET/PREFIX where exectrace ship ships to")
     parser.add_argument("--json", action="store_true", help="print one JSON list, one object per file")
     parser.add_argument("--no-read", action="store_true",
                         help="do not open the files: only what their names and sizes say")
     parser.add_argument("--verify", action="store_true",
                         help="decode each file whole: count its slices and report damage (slow on big dirs)")
+    group = parser.add_argument_group("s3:// only (from the object listing and metadata; see docs/fleet.md)")
+    layout.add_selection_options(group)
+    layout.add_store_options(parser, cache=False)
 
 
 def _int(value: Any) -> Optional[int]:
@@ -198,6 +203,13 @@ def list_files(directory: str) -> list[dumpstore.TraceFile]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if layout.is_s3(args.dir):
+        from exectrace.fleet import remote
+
+        return remote.ls(args)
+    if args.host_glob or args.since or args.until:
+        raise ExectraceError("--host, --since and --until select shipped traces: give an s3:// URL, "
+                             "e.g. exectrace ls s3://my-traces/prod --since 1h")
     directory = dump_dir(args.dir)
     files = list_files(directory)
     env_limit = _environment_limit()

@@ -25,7 +25,7 @@ from exectrace.commands._program import (
     setting_values,
 )
 from exectrace.errors import ExectraceError
-from exectrace.settings import SETTINGS
+from exectrace.settings import SETTINGS, from_env, resolve
 
 HELP = "run a program (script, -m module, or -- command) under automatic tracing"
 
@@ -34,6 +34,8 @@ OPTIONS = [name for name in SETTINGS]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_setting_options(parser, OPTIONS)
+    parser.add_argument("--ship", metavar="s3://BUCKET/PREFIX",
+                        help="also run `exectrace ship` on the dump dir, as a separate process, until the program exits")
     add_program_arguments(parser)
 
 
@@ -50,6 +52,16 @@ def run(args: argparse.Namespace) -> int:
     if "interval" not in values and not os.environ.get(SETTINGS["interval"].env):
         values["interval"] = "1m"
         print("exectrace run: no --interval given; tracing every 1m", file=sys.stderr)
+    ship = sidecar = None
+    if args.ship is not None:
+        from exectrace.fleet import launch  # no S3 client in this process: the sidecar has it
+
+        ship = launch.check(args.ship)
+        settings = resolve(from_env(os.environ)[0], **values)
+        if as_command:
+            launch.start_detached(ship, settings.dump_dir, settings.host)
+        else:
+            sidecar = launch.start_child(ship, settings.dump_dir, settings.host)
     if as_command:
         return _exec_command(argv, values)
     api.start(**values)
@@ -57,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         return run_python_program(args)
     finally:
         api.stop()
+        if sidecar is not None:
+            launch.stop_child(sidecar)
 
 
 def _exec_command(argv: list[str], values: dict[str, str]) -> int:

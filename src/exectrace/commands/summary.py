@@ -10,6 +10,7 @@ from typing import Optional
 
 from exectrace.analysis import format_text, summarize
 from exectrace.errors import ExectraceConfigError
+from exectrace.fleet import layout
 from exectrace.reader import read
 from exectrace.settings import parse_value
 
@@ -17,12 +18,13 @@ HELP = "what a trace file says: threads, functions, blocking, GC, asyncio, regio
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="a trace file (executiontrace.*.out)")
+    parser.add_argument("file", help="a trace file (executiontrace.*.out), or one shipped: s3://BUCKET/KEY")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--top", type=int, default=10, metavar="N", help="rows per table (default 10)")
     parser.add_argument("--slow-step", metavar="DURATION",
                         help="list asyncio steps at least this long as slow, e.g. 50ms "
                              "(default: the slow_step setting the file was written with)")
+    layout.add_store_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,8 +34,15 @@ def run(args: argparse.Namespace) -> int:
             slow_step = parse_value("slow_step", args.slow_step, source="--slow-step")[1]
         except ExectraceConfigError as e:
             raise ExectraceConfigError(str(e).replace("EXECTRACE_SLOW_STEP", "--slow-step")) from None
-    trace = read(args.file, allow_damaged=True)
+    path = args.file
+    if layout.is_s3(path):  # downloaded to the cache first
+        from exectrace.fleet import remote
+
+        path = remote.fetch_trace(args, args.file)
+    trace = read(path, allow_damaged=True)
     summary = summarize(trace, top=max(args.top, 1), slow_step_ns=slow_step)
+    if path != args.file:
+        summary["file"] = args.file
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
