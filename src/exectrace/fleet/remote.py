@@ -213,7 +213,7 @@ def describe(client: Any, url: S3Url, obj: TraceObject) -> dict[str, Any]:
 
 
 def ls(args: argparse.Namespace) -> int:
-    from exectrace.commands.ls import human_size
+    from exectrace.commands._format import human_size
 
     if args.verify:
         raise ExectraceError("--verify reads local files; for s3:// use exectrace summary s3://.../FILE.out")
