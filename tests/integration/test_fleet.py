@@ -202,7 +202,7 @@ def test_every_file_is_shipped_once_with_its_metadata(server, fleet):
             assert m["window-start"] == meta["window.start"] and m["window-end"] == meta["window.end"]
             assert m["records-kept"] == str(meta["records.kept"])
             assert m["records-lost"] == str(meta["records.lost"])
-            assert m["mode"] == "calls"  # today's files have no mode: calls
+            assert m["mode"] == meta["recorder.mode"] == "events"  # the automatic tracer's default
             assert m["reason"] == meta["window.closed_by"]
             index_key = layout.index_key(layout.S3Url(bucket, PREFIX), host, path.name)
             assert versions[index_key] == 1, index_key
