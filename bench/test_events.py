@@ -55,14 +55,15 @@ def loopback_server():
     server.close()
 
 
+_interleaved: dict[str, dict[str, float]] = {}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def report(request):
     yield
     write = request.config.pluginmanager.get_plugin("terminalreporter").write_line
     capture_manager = request.config.pluginmanager.get_plugin("capturemanager")
     with capture_manager.global_and_fixture_disabled():
-        if not _medians:
-            return
         write("")
         write(f"events mode vs untraced (median of rounds), {platform.python_implementation()} "
               f"{platform.python_version()}, {platform.machine()}")
@@ -80,6 +81,13 @@ def report(request):
             lost = _bytes.get(group, {}).get("events lost", 0)
             write(f"| {group} ({base * 1e3:.1f} ms) | 1.000x | {ratio('events')} | "
                   f"{ratio('events-no-sampler')} | {ratio('calls')} | {rate / 1024:.0f} KiB/s | {lost:.0f} |")
+        if _interleaved:
+            write("")
+            write("interleaved: median over rounds of each mode's time / the untraced time of the same round")
+            write("| workload | events | events, no sampler | calls |")
+            write("|---|---|---|---|")
+            for group, r in _interleaved.items():
+                write(f"| {group} | {r['events']:.3f}x | {r['events-no-sampler']:.3f}x | {r['calls']:.3f}x |")
 
 
 def measure(benchmark, mode, group, target, *args):
@@ -102,6 +110,29 @@ def measure(benchmark, mode, group, target, *args):
     return result
 
 
+def interleaved(group: str, target, *args, rounds: int = 15) -> dict[str, float]:
+    """Each round runs the workload once per mode, in a rotating order, each
+    traced run in a window of its own after one untimed run in that window
+    (so call sites have disabled themselves, as in a long window); returns
+    the median over rounds of each mode's time / the untraced time of the
+    same round: a machine whose load changes hurts every mode alike."""
+    import statistics
+    import time
+
+    times: dict[str, list[float]] = {m: [] for m in MODES}
+    for r in range(rounds):
+        for mode in MODES[r % len(MODES):] + MODES[:r % len(MODES)]:
+            spent: list[float] = []
+            with window(mode, group + " (interleaved)", spent):
+                if mode != "untraced":
+                    target(*args)
+                t0 = time.perf_counter()
+                target(*args)
+                times[mode].append(time.perf_counter() - t0)
+                spent.append(times[mode][-1])
+    return {m: statistics.median(t / u for t, u in zip(times[m], times["untraced"])) for m in MODES}
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_call_heavy(benchmark, mode):
     measure(benchmark, mode, "call-heavy", workloads.call_heavy)
@@ -122,3 +153,18 @@ def test_threaded_server(benchmark, mode, loopback_server):
 def test_asyncio_server(benchmark, mode):
     assert measure(benchmark, mode, "asyncio server over loopback",
                    workloads.asyncio_server_round) == 800
+
+
+@pytest.mark.parametrize("workload", ["call-heavy", "scheduler (richards-style)",
+                                      "threaded server over loopback", "asyncio server over loopback"])
+def test_interleaved(benchmark, workload, loopback_server):
+    targets = {
+        "call-heavy": (workloads.call_heavy,),
+        "scheduler (richards-style)": (workloads.scheduler,),
+        "threaded server over loopback": (workloads.server_round, loopback_server.address),
+        "asyncio server over loopback": (workloads.asyncio_server_round,),
+    }
+    target, *args = targets[workload]
+    benchmark.group = "interleaved " + workload
+    result = benchmark.pedantic(interleaved, args=(workload, target, *args), rounds=1, iterations=1)
+    _interleaved[workload] = result
