@@ -321,6 +321,7 @@ cdef _uninstall():
 
 def stop():
     """Closes the window; returns its Capture, or None when none was open."""
+    et_events_stacks_of_open_waits()
     cdef et_capture* c = et_end()
     _uninstall()
     if c == NULL:

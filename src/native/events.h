@@ -642,6 +642,40 @@ static PyObject *et_events_callback(et_events_role role)
 #endif
 }
 
+/* At the window's stop, before et_end: waits still open get the callstack
+ * their thread is at (it is blocked in the call, so its current frame is the
+ * caller's); et_end then writes them as ending at the stop. */
+static void et_events_stacks_of_open_waits(void)
+{
+    et_capture *c = R.cap;
+    if (c == NULL || !c->events_mode) {
+        return;
+    }
+    PyObject *exc_type, *exc_value, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    PyThreadState *ts = PyInterpreterState_ThreadHead(PyInterpreterState_Get());
+    for (; ts != NULL; ts = PyThreadState_Next(ts)) {
+        uint64_t ident = (uint64_t)ts->thread_id;
+        for (uint32_t i = 0; i < c->n_threads; i++) {
+            et_thread *t = c->threads[i];
+            if (t->ident != ident || t->blocked == 0 || t->depth == 0) {
+                continue;
+            }
+            et_frame *top = &t->stack[t->depth - 1];
+            if (ET_REC_KIND(top->flags) != ET_REC_BLOCK || ET_REC_INDEX(top->flags) != 0) {
+                continue;
+            }
+            PyFrameObject *frame = PyThreadState_GetFrame(ts); /* new reference */
+            if (frame != NULL) {
+                top->flags = ET_REC_BLOCK | (et_callstack(frame) << 8);
+                Py_DECREF(frame);
+            }
+        }
+    }
+    PyErr_Clear();
+    PyErr_Restore(exc_type, exc_value, exc_tb);
+}
+
 /* ------------------------------------------- wrappers for <= 3.11 windows */
 
 /* Without a cheap hook, an `events` window on <= 3.11 sees waits through

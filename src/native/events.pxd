@@ -31,3 +31,4 @@ cdef extern from "events.h":
     void et_sampler_reset()
     void et_sampler_stop()
     void et_events_after_fork_child()
+    void et_events_stacks_of_open_waits()

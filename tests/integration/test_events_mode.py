@@ -345,3 +345,22 @@ def test_lock_hand_offs_draw_a_flow_from_the_release_to_the_waiter(tmp_path):
     # the flows, as Perfetto reads them: each release's flow id ends at an acquire
     outgoing = {f for i in model.instants if i.name == "lock released" for f in i.flow_ids}
     assert len(outgoing) == len(released)
+
+
+def test_a_wait_open_when_the_window_closes_has_its_stack(tmp_path):
+    path = tmp_path / "open.out"
+    started = threading.Event()
+
+    def napper() -> None:
+        started.set()
+        time.sleep(0.6)
+
+    with exectrace.tracing(path, mode="events"):
+        t = threading.Thread(target=napper, name="napper")
+        t.start()
+        started.wait()
+        time.sleep(0.2)
+    t.join()
+    check_trace(path)
+    (wait,) = [s for s in exectrace.read(path).slices() if s.thread == "napper" and s.name == "time.sleep"]
+    assert wait.stack and wait.stack[-1].function.endswith("napper")
