@@ -44,10 +44,17 @@ extension = Extension(
     extra_compile_args=extra_compile_args,
 )
 
+# per-slice aggregation for the analysis commands (src/exectrace/_summarize.pyx)
+summarize_extension = Extension(
+    "exectrace._summarize",
+    sources=["src/exectrace/_summarize.pyx"],
+    extra_compile_args=extra_compile_args,
+)
+
 setup(
     cmdclass={"build_py": build_py_with_pth},
     ext_modules=cythonize(
-        [extension],
+        [extension, summarize_extension],
         language_level=3,
         compiler_directives={
             "boundscheck": False,

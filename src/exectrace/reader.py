@@ -12,14 +12,14 @@ which the analysis commands use directly; typed events are made on demand.
 
 from __future__ import annotations
 
-import collections
+import array
 import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from exectrace import _tracecore
+from exectrace import _summarize, _tracecore
 from exectrace.blocking import reason_of_slice
 from exectrace.errors import ExectraceError
 
@@ -228,6 +228,9 @@ class Trace:
         self.unfinished: int = columns.unfinished
         self.tracks: dict[int, dict[str, Any]] = columns.tracks
         self._meta_index = self._find_window_slice()
+        self._track_index: Optional[tuple[Any, list[int], Any]] = None
+        self._other: Optional[Any] = None
+        self._coverage: Optional[tuple[int, int]] = None
         self.metadata = self._metadata()
         self.threads = self._threads()
         #: Why reading stopped early or what is missing (a damaged or
@@ -242,8 +245,8 @@ class Trace:
             return None
         # Every call kept in the recorder's ring is written as one thread slice.
         kept = _as_int(self.metadata.get("records.kept"), -1)
-        per_track = collections.Counter(self.columns.s_track)
-        calls = sum(n for t, n in per_track.items() if (self.tracks.get(t) or {}).get("kind") == "thread")
+        _slot, uuids, counts = self.track_index()
+        calls = sum(n for t, n in zip(uuids, counts) if (self.tracks.get(t) or {}).get("kind") == "thread")
         if calls < kept:
             return f"it holds {calls} of the {kept} calls its metadata records (truncated?)"
         trailer = self.metadata.get("file.trailer")
@@ -254,6 +257,47 @@ class Trace:
         return None
 
     # -- structure
+    def track_index(self) -> tuple[Any, list[int], Any]:
+        """(track index of each slice, track uuid of each index, slices per
+        index), made natively once."""
+        if self._track_index is None:
+            self._track_index = _summarize.tracks(self.columns.s_track)
+        return self._track_index
+
+    def thread_mask(self) -> Any:
+        """Per track index: 1 for a thread's track."""
+        _slot, uuids, _counts = self.track_index()
+        return array.array("b", [(self.tracks.get(u) or {}).get("kind") == "thread" for u in uuids])
+
+    def _other_slices(self) -> Any:
+        """Indices of the slices not on a thread's track (GC, asyncio
+        tasks, user tasks, the window): few, found natively."""
+        if self._other is None:
+            slot = self.track_index()[0]
+            self._other = _summarize.select(slot, array.array("b", [not m for m in self.thread_mask()]))
+        return self._other
+
+    @property
+    def coverage(self) -> tuple[int, int]:
+        """(from, until) in ns: the span of the window the kept records
+        cover. The recorder's ring keeps the newest calls: when records were
+        lost, the calls kept are exactly those that ended after the earliest
+        end among them, so every thread's stack is known from that point on
+        (a frame open there is kept, and began before coverage). A damaged
+        file covers no further than its last complete slice."""
+        if self._coverage is None:
+            meta = self.metadata
+            start, end = meta.start_ns, max(meta.end_ns, meta.start_ns)
+            span = _summarize.end_span(self.track_index()[0], self.thread_mask(),
+                                       self.columns.s_ts, self.columns.s_dur)
+            begin = start
+            if span is not None and meta.records_lost > 0:
+                begin = min(max(start, span[0]), end)
+            if self.damage and span is not None:
+                end = max(begin, min(end, span[1]))
+            self._coverage = (begin, end)
+        return self._coverage
+
     def _track_name(self, uuid: int) -> str:
         track = self.tracks.get(uuid)
         return (track or {}).get("name") or f"track {uuid}"
@@ -322,12 +366,16 @@ class Trace:
         """Calls on threads, by start time (outer calls before inner ones)."""
         c = self.columns
         s = self.strings
+        covered_from = self.coverage[0]
         order = sorted(range(len(c.s_ts)), key=lambda i: (c.s_ts[i], c.s_depth[i]))
         for i in order:
             track = self.tracks.get(c.s_track[i]) or {}
             if track.get("kind") != "thread":
                 continue
             category = s[c.s_cat[i]] if c.s_cat[i] >= 0 else ""
+            args = c.args[c.s_args[i]] if c.s_args[i] >= 0 else {}
+            if c.s_ts[i] < covered_from:  # its start is in time the file does not cover
+                args = {**args, "began_before_coverage": True}
             yield Slice(
                 name=s[c.s_name[i]],
                 thread=track.get("name") or "",
@@ -338,13 +386,13 @@ class Trace:
                 category=category,
                 file=s[c.s_file[i]] if c.s_file[i] >= 0 else "",
                 line=c.s_line[i],
-                args=c.args[c.s_args[i]] if c.s_args[i] >= 0 else {},
+                args=args,
             )
 
     def gc_events(self) -> list[GCEvent]:
         c = self.columns
         events = []
-        for i in range(len(c.s_ts)):
+        for i in self._other_slices():
             if self._track_name(c.s_track[i]) != GC_TRACK:
                 continue
             args = c.args[c.s_args[i]] if c.s_args[i] >= 0 else {}
@@ -383,12 +431,9 @@ class Trace:
         that are not threads'."""
         c = self.columns
         s = self.strings
-        for i in range(len(c.s_ts)):
+        for i in self._other_slices():
             cat = s[c.s_cat[i]] if c.s_cat[i] >= 0 else ""
             if category not in cat.split(","):
-                continue
-            track = self.tracks.get(c.s_track[i]) or {}
-            if track.get("kind") == "thread":
                 continue
             args = c.args[c.s_args[i]] if c.s_args[i] >= 0 else {}
             yield i, args, s[c.s_name[i]], self._track_name(c.s_track[i])

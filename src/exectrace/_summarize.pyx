@@ -1,0 +1,428 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Per-slice aggregation for the analysis commands, in native code over the
+decoder's columns (exectrace.analysis drives it; see _summarize.pyi).
+
+keys()        one id per distinct (name, category, file, line) and per track
+walk()        every thread's call tree (rebuilt from the columns' end order),
+              clipped to a time range: per function calls, inclusive time
+              (recursion counted once) and self time; per thread the split by
+              kind of code; every blocking call with its caller
+distribution() count, total, max and percentiles per group of durations
+
+Nothing here allocates a Python object per slice.
+"""
+
+from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, qsort, realloc
+from libc.string cimport memset
+
+import array
+
+cdef inline uint64_t _mix(uint64_t x) noexcept nogil:
+    x ^= x >> 33
+    x *= <uint64_t>0xff51afd7ed558ccd
+    x ^= x >> 33
+    x *= <uint64_t>0xc4ceb9fe1a85ec53
+    x ^= x >> 33
+    return x
+
+
+cdef struct Table:
+    # open addressing: slot -> id + 1 (0 empty); the keys live in `keys`
+    int32_t* slots
+    uint64_t mask
+    int64_t* keys      # 2 words per id
+    int32_t n
+    int32_t cap
+
+
+cdef int table_init(Table* t) except -1:
+    t.mask = 1023
+    t.slots = <int32_t*>calloc(t.mask + 1, sizeof(int32_t))
+    t.cap = 256
+    t.keys = <int64_t*>malloc(2 * t.cap * sizeof(int64_t))
+    t.n = 0
+    if t.slots == NULL or t.keys == NULL:
+        raise MemoryError()
+    return 0
+
+
+cdef void table_free(Table* t) noexcept:
+    free(t.slots)
+    free(t.keys)
+    t.slots = NULL
+    t.keys = NULL
+
+
+cdef int32_t table_id(Table* t, int64_t a, int64_t b) except -2:
+    """The id of (a, b), added if new."""
+    cdef uint64_t h = _mix(<uint64_t>a * <uint64_t>0x9E3779B97F4A7C15 ^ <uint64_t>b)
+    cdef uint64_t i = h & t.mask
+    cdef int32_t id_
+    cdef int32_t* grown
+    cdef int64_t* more
+    cdef uint64_t j, size
+    while True:
+        id_ = t.slots[i] - 1
+        if id_ < 0:
+            break
+        if t.keys[2 * id_] == a and t.keys[2 * id_ + 1] == b:
+            return id_
+        i = (i + 1) & t.mask
+    if t.n == t.cap:
+        more = <int64_t*>malloc(4 * t.cap * sizeof(int64_t))
+        if more == NULL:
+            raise MemoryError()
+        for j in range(2 * <uint64_t>t.n):
+            more[j] = t.keys[j]
+        free(t.keys)
+        t.keys = more
+        t.cap *= 2
+    id_ = t.n
+    t.keys[2 * id_] = a
+    t.keys[2 * id_ + 1] = b
+    t.n += 1
+    t.slots[i] = id_ + 1
+    if <uint64_t>t.n * 2 > t.mask:  # grow at half full
+        size = (t.mask + 1) * 2
+        grown = <int32_t*>calloc(size, sizeof(int32_t))
+        if grown == NULL:
+            raise MemoryError()
+        free(t.slots)
+        t.slots = grown
+        t.mask = size - 1
+        for j in range(<uint64_t>t.n):
+            h = _mix(<uint64_t>t.keys[2 * j] * <uint64_t>0x9E3779B97F4A7C15 ^ <uint64_t>t.keys[2 * j + 1])
+            i = h & t.mask
+            while t.slots[i]:
+                i = (i + 1) & t.mask
+            t.slots[i] = <int32_t>j + 1
+    return id_
+
+
+def tracks(const uint64_t[::1] track):
+    """(track index of each slice, [uuid of each index], [slices per index])."""
+    cdef Py_ssize_t n = track.shape[0], i
+    cdef Table tt
+    slot = array.array("i", bytes(4 * n))
+    cdef int32_t[::1] s = slot
+    table_init(&tt)
+    try:
+        for i in range(n):
+            s[i] = table_id(&tt, <int64_t>track[i], 0)
+        uuids = [<uint64_t>tt.keys[2 * i] for i in range(tt.n)]
+    finally:
+        table_free(&tt)
+    counts = array.array("q", bytes(8 * len(uuids)))
+    cdef int64_t[::1] c = counts
+    for i in range(n):
+        c[s[i]] += 1
+    return slot, uuids, counts
+
+
+def keys(const int32_t[::1] name, const int32_t[::1] cat, const int32_t[::1] file,
+         const int32_t[::1] line):
+    """(key of each slice, [(name, cat, file, line) of each key])."""
+    cdef Py_ssize_t n = name.shape[0], i
+    cdef Table kt
+    key = array.array("i", bytes(4 * n))
+    cdef int32_t[::1] k = key
+    table_init(&kt)
+    try:
+        for i in range(n):
+            k[i] = table_id(&kt, (<int64_t>name[i] << 32) | <uint64_t><uint32_t>cat[i],
+                            (<int64_t>file[i] << 32) | <uint64_t><uint32_t>line[i])
+        quads = [(<int32_t>(kt.keys[2 * i] >> 32), <int32_t><uint32_t>(kt.keys[2 * i] & 0xFFFFFFFF),
+                  <int32_t>(kt.keys[2 * i + 1] >> 32), <int32_t><uint32_t>(kt.keys[2 * i + 1] & 0xFFFFFFFF))
+                 for i in range(kt.n)]
+    finally:
+        table_free(&kt)
+    return key, quads
+
+
+def select(const int32_t[::1] ids, const int8_t[::1] wanted):
+    """Indices (int64 array) of the slices whose id (a track index or a key)
+    is wanted (wanted[id] != 0)."""
+    cdef Py_ssize_t n = ids.shape[0], i
+    cdef int32_t v
+    cdef Py_ssize_t m = wanted.shape[0], count = 0
+    for i in range(n):
+        v = ids[i]
+        if 0 <= v < m and wanted[v]:
+            count += 1
+    out = array.array("q", bytes(8 * count))
+    cdef int64_t[::1] o = out
+    count = 0
+    for i in range(n):
+        v = ids[i]
+        if 0 <= v < m and wanted[v]:
+            o[count] = i
+            count += 1
+    return out
+
+
+def end_span(const int32_t[::1] ids, const int8_t[::1] wanted, const int64_t[::1] ts,
+             const int64_t[::1] dur):
+    """(earliest end, latest end) of the wanted slices (as select()), or None."""
+    cdef Py_ssize_t n = ids.shape[0], i
+    cdef Py_ssize_t m = wanted.shape[0]
+    cdef int32_t v
+    cdef int64_t e, lo = 0, hi = 0
+    cdef bint seen = False
+    for i in range(n):
+        v = ids[i]
+        if 0 <= v < m and wanted[v]:
+            e = ts[i] + dur[i]
+            if not seen:
+                lo = hi = e
+                seen = True
+            elif e < lo:
+                lo = e
+            elif e > hi:
+                hi = e
+    return (lo, hi) if seen else None
+
+
+cdef inline int64_t _overlap(int64_t start, int64_t end, int64_t lo, int64_t hi) noexcept nogil:
+    if start < lo:
+        start = lo
+    if end > hi:
+        end = hi
+    return end - start if end > start else 0
+
+
+# kinds of key (walk's `kind`): what its self time counts as; 2 + r:
+# blocking for reason r (0..N_REASONS-1)
+cdef enum:
+    KIND_OTHER = -1
+    KIND_PYTHON = 0
+    KIND_C = 1
+    N_REASONS = 4
+
+
+def walk(const int32_t[::1] thread, const int64_t[::1] ts, const int64_t[::1] dur,
+         const int32_t[::1] depth, const int32_t[::1] key, const int8_t[::1] kind,
+         int n_threads, int64_t lo, int64_t hi):
+    """Every thread's calls, clipped to [lo, hi).
+
+    thread[i]: the thread index of slice i (-1: not a thread's slice); the
+    columns hold each track's slices in the order they ended (the decoder's).
+    kind[k]: what the self time of key k counts as (KIND_*).
+
+    Returns (per key: calls, inclusive ns, self ns as int64 arrays;
+    per thread: calls, python ns, C ns, blocked ns per reason (array of
+    n_threads * (3 + N_REASONS)); blocking calls: caller key (-1 at the
+    bottom of a thread), callee key, thread, duration (full), overlap ns)."""
+    cdef Py_ssize_t n = ts.shape[0], i
+    cdef int n_keys = kind.shape[0]
+    cdef int width = 3 + N_REASONS
+    k_calls = array.array("q", bytes(8 * n_keys))
+    k_incl = array.array("q", bytes(8 * n_keys))
+    k_self = array.array("q", bytes(8 * n_keys))
+    t_stats = array.array("q", bytes(8 * max(n_threads, 0) * width))
+    b_caller = array.array("i")
+    b_callee = array.array("i")
+    b_thread = array.array("i")
+    b_dur = array.array("q")
+    b_clip = array.array("q")
+    cdef int64_t[::1] kc = k_calls, ki = k_incl, ks = k_self, st = t_stats
+    if n == 0 or n_threads <= 0:
+        return k_calls, k_incl, k_self, t_stats, b_caller, b_callee, b_thread, b_dur, b_clip
+
+    cdef int32_t* first_child = <int32_t*>malloc(n * sizeof(int32_t))
+    cdef int32_t* next_sibling = <int32_t*>malloc(n * sizeof(int32_t))
+    # per thread: pending subtree roots (post-order stack), as a linked list
+    # through next_sibling is not possible (they are needed): its own array
+    cdef int32_t* pending = <int32_t*>malloc(n * sizeof(int32_t))
+    cdef int32_t* top = <int32_t*>malloc(n_threads * sizeof(int32_t))      # head of each thread's pending chain
+    cdef int32_t* below = pending                                        # below[i]: the pending root under i
+    cdef int32_t* active = <int32_t*>calloc(max(n_keys, 1), sizeof(int32_t))
+    cdef int32_t* frames = NULL
+    cdef int64_t* remaining = NULL
+    cdef int32_t* cursor = NULL
+    cdef int32_t t, d, j, c, node, level, cap, kk, kd
+    cdef int64_t own, s0, e0
+    try:
+        if first_child == NULL or next_sibling == NULL or pending == NULL or top == NULL or active == NULL:
+            raise MemoryError()
+        for t in range(n_threads):
+            top[t] = -1
+        # 1. the trees: in end order a slice's children are the pending roots
+        #    deeper than it on its thread
+        for i in range(n):
+            t = thread[i]
+            first_child[i] = -1
+            next_sibling[i] = -1
+            if t < 0 or t >= n_threads:
+                continue
+            d = depth[i]
+            j = top[t]
+            while j >= 0 and depth[j] > d:
+                c = below[j]
+                next_sibling[j] = first_child[i]
+                first_child[i] = <int32_t>j
+                j = c
+            below[i] = j
+            top[t] = <int32_t>i
+        # 2. depth-first, each thread's roots in order (the pending chain is
+        #    newest first: reverse it through next_sibling)
+        cap = 64
+        frames = <int32_t*>malloc(cap * sizeof(int32_t))
+        remaining = <int64_t*>malloc(cap * sizeof(int64_t))
+        cursor = <int32_t*>malloc(cap * sizeof(int32_t))
+        if frames == NULL or remaining == NULL or cursor == NULL:
+            raise MemoryError()
+        for t in range(n_threads):
+            node = -1
+            j = top[t]
+            while j >= 0:
+                c = below[j]
+                next_sibling[j] = node
+                node = j
+                j = c
+            # node: the first root; roots chained through next_sibling
+            while node >= 0:
+                level = 0
+                frames[0] = node
+                cursor[0] = -2  # not entered yet
+                while level >= 0:
+                    j = frames[level]
+                    if cursor[level] == -2:  # enter j
+                        s0 = ts[j]
+                        e0 = s0 + dur[j]
+                        own = _overlap(s0, e0, lo, hi)
+                        kk = key[j]
+                        remaining[level] = own
+                        if level > 0:
+                            remaining[level - 1] -= own
+                        if s0 <= hi and e0 >= lo:
+                            kc[kk] += 1
+                            st[t * width] += 1
+                        if active[kk] == 0:
+                            ki[kk] += own
+                        active[kk] += 1
+                        cursor[level] = first_child[j]
+                    c = cursor[level]
+                    if c >= 0:  # descend into the next child
+                        cursor[level] = next_sibling[c]
+                        level += 1
+                        if level == cap:
+                            cap *= 2
+                            frames = <int32_t*>_grow(frames, cap * sizeof(int32_t))
+                            remaining = <int64_t*>_grow(remaining, cap * sizeof(int64_t))
+                            cursor = <int32_t*>_grow(cursor, cap * sizeof(int32_t))
+                        frames[level] = c
+                        cursor[level] = -2
+                        continue
+                    # leave j
+                    kk = key[j]
+                    active[kk] -= 1
+                    own = remaining[level]
+                    if own < 0:
+                        own = 0
+                    ks[kk] += own
+                    kd = kind[kk]
+                    if kd == KIND_PYTHON:
+                        st[t * width + 1] += own
+                    elif kd == KIND_C:
+                        st[t * width + 2] += own
+                    elif kd >= 2 and kd < 2 + N_REASONS:
+                        st[t * width + 3 + kd - 2] += own
+                        s0 = ts[j]
+                        e0 = s0 + dur[j]
+                        if s0 <= hi and e0 >= lo:
+                            b_caller.append(key[frames[level - 1]] if level > 0 else -1)
+                            b_callee.append(kk)
+                            b_thread.append(t)
+                            b_dur.append(dur[j])
+                            b_clip.append(_overlap(s0, e0, lo, hi))
+                    level -= 1
+                node = next_sibling[node]
+    finally:
+        free(first_child)
+        free(next_sibling)
+        free(pending)
+        free(top)
+        free(active)
+        free(frames)
+        free(remaining)
+        free(cursor)
+    return k_calls, k_incl, k_self, t_stats, b_caller, b_callee, b_thread, b_dur, b_clip
+
+
+cdef void* _grow(void* p, size_t size) except NULL:
+    cdef void* q = realloc(p, size)
+    if q == NULL:
+        raise MemoryError()
+    return q
+
+
+cdef struct Pair:
+    int32_t group
+    int64_t value
+
+
+cdef int _by_group_value(const void* a, const void* b) noexcept nogil:
+    cdef const Pair* x = <const Pair*>a
+    cdef const Pair* y = <const Pair*>b
+    if x.group != y.group:
+        return -1 if x.group < y.group else 1
+    if x.value != y.value:
+        return -1 if x.value < y.value else 1
+    return 0
+
+
+cdef inline int64_t _rank(const Pair* p, Py_ssize_t count, double q) noexcept nogil:
+    """The nearest-rank q-quantile of count sorted values."""
+    cdef Py_ssize_t r = <Py_ssize_t>(q * count + 0.999999999)
+    if r < 1:
+        r = 1
+    if r > count:
+        r = count
+    return p[r - 1].value
+
+
+def distribution(const int32_t[::1] group, const int64_t[::1] value):
+    """{group: (count, total, max, p50, p90, p99)} of the values of each
+    group (nearest-rank percentiles)."""
+    cdef Py_ssize_t n = group.shape[0], i, start
+    if value.shape[0] != n:
+        raise ValueError("group and value differ in length")
+    out = {}
+    if n == 0:
+        return out
+    cdef Pair* p = <Pair*>malloc(n * sizeof(Pair))
+    cdef int64_t total
+    if p == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            p[i].group = group[i]
+            p[i].value = value[i]
+        qsort(p, n, sizeof(Pair), _by_group_value)
+        start = 0
+        while start < n:
+            i = start
+            total = 0
+            while i < n and p[i].group == p[start].group:
+                total += p[i].value
+                i += 1
+            out[p[start].group] = (i - start, total, p[i - 1].value, _rank(p + start, i - start, 0.5),
+                                   _rank(p + start, i - start, 0.9), _rank(p + start, i - start, 0.99))
+            start = i
+    finally:
+        free(p)
+    return out
+
+
+def remap(const int32_t[::1] ids, const int32_t[::1] table):
+    """table[ids[i]] for every i (-1 where ids[i] is outside the table)."""
+    cdef Py_ssize_t n = ids.shape[0], i
+    cdef Py_ssize_t m = table.shape[0]
+    cdef int32_t v
+    out = array.array("i", bytes(4 * n))
+    cdef int32_t[::1] o = out
+    for i in range(n):
+        v = ids[i]
+        o[i] = table[v] if 0 <= v < m else -1
+    return out
