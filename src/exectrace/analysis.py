@@ -65,7 +65,7 @@ def _kinds(trace: Trace, quads: list[tuple[int, int, int, int]]) -> Any:
     return out
 
 
-def _walk(trace: Trace, lo: int, hi: int) -> dict[str, Any]:
+def _walk(trace: Trace, lo: int, hi: int, raw: bool = False) -> dict[str, Any]:
     """Every thread's calls, clipped to [lo, hi) (native: exectrace._summarize)."""
     c = trace.columns
     strings = trace.strings
@@ -115,6 +115,11 @@ def _walk(trace: Trace, lo: int, hi: int) -> dict[str, Any]:
         reason = REASONS[kinds[callee] - 2]
         site = (reason, strings[quads[caller][0]] if caller >= 0 else "(thread)", strings[quads[callee][0]])
         group[i] = sites.setdefault(site, len(sites))
+    raw_sites: dict[tuple[str, str, str], list[int]] = {}
+    if raw:
+        index = list(sites)
+        for g, d in zip(group, b_dur):
+            raw_sites.setdefault(index[g], []).append(d)
     dist = _summarize.distribution(group, b_dur)
     clipped = _summarize.distribution(group, b_clip)
     blocking = {}
@@ -123,7 +128,8 @@ def _walk(trace: Trace, lo: int, hi: int) -> dict[str, Any]:
         blocking[site] = {"reason": site[0], "caller": site[1], "function": site[2], "count": count,
                           "total_ns": clipped[g][1], "max_ns": longest,
                           "p50_ns": p50, "p90_ns": p90, "p99_ns": p99}
-    return {"functions": functions, "threads": threads, "blocking": blocking, "regions": regions}
+    return {"functions": functions, "threads": threads, "blocking": blocking, "regions": regions,
+            "raw_sites": raw_sites}
 
 
 def _events_threads(trace: Trace, threads: list[dict[str, Any]], samples: list[Any],
@@ -331,18 +337,21 @@ def time_range(trace: Trace, since_ns: Optional[int], until_ns: Optional[int]) -
 
 
 def summarize(trace: Trace, top: int = 20, slow_step_ns: Optional[int] = None,
-              since_ns: Optional[int] = None, until_ns: Optional[int] = None) -> dict[str, Any]:
+              since_ns: Optional[int] = None, until_ns: Optional[int] = None,
+              raw: bool = False) -> dict[str, Any]:
     """slow_step_ns: flag asyncio steps at least this long as slow (default:
     the flags the writer set, from the slow_step setting in force).
     since_ns/until_ns: only the part of the window from/until these offsets
-    from its start (calls clipped to it, events overlapping it)."""
+    from its start (calls clipped to it, events overlapping it).
+    raw: add "_raw", everything merge() needs to combine windows (every
+    function and site, every duration), not only the top rows."""
     meta = trace.metadata
     n = trace.slice_count
     lo, hi = time_range(trace, since_ns, until_ns)
     covered_from, covered_until = trace.coverage
     cov_lo = min(max(lo, covered_from), hi)
     cov_hi = max(cov_lo, min(hi, covered_until))
-    walked = _walk(trace, cov_lo, cov_hi)
+    walked = _walk(trace, cov_lo, cov_hi, raw)
     threads = walked["threads"]
     blocking = walked["blocking"]
     events_mode = trace.mode == "events"
@@ -409,7 +418,7 @@ def summarize(trace: Trace, top: int = 20, slow_step_ns: Optional[int] = None,
                       "ended": not span.args.get("unfinished", False),
                       "began_in_window": not span.args.get("began_before_window", False)})
     blocking_rows = sorted(blocking.values(), key=lambda b: -b["total_ns"])
-    return {
+    result = {
         "file": trace.path,
         "window": {
             "start": _meta_value(meta.get("window.start")),
@@ -458,6 +467,186 @@ def summarize(trace: Trace, top: int = 20, slow_step_ns: Optional[int] = None,
         "counters": _counters(trace, lo, hi),
         "samples": _samples(samples, top),
     }
+    if raw:
+        result["_raw"] = {
+            "functions": [public(f) for f in funcs],
+            "blocking": [public(b) for b in blocking_rows],
+            "durations": {
+                "regions": _region_durations(trace, walked["regions"], lo, hi),
+                "tasks": dict(task_durations),
+                "asyncio_steps": _step_durations(trace, lo, hi),
+                "blocking": {"\x00".join(k): v for k, v in walked["raw_sites"].items()},
+                "gc": dict(pauses),
+            },
+            "gc_pauses": spans,
+            "window_ns": (lo, hi),
+        }
+    return result
+
+
+def _region_durations(trace: Trace, indices: Any, lo: int, hi: int) -> dict[str, list[int]]:
+    """The durations behind _regions' rows, by name."""
+    c = trace.columns
+    strings = trace.strings
+    durations: dict[str, list[int]] = defaultdict(list)
+    for i in indices:
+        if c.s_ts[i] > hi or c.s_ts[i] + c.s_dur[i] < lo:
+            continue
+        durations[strings[c.s_name[i]]].append(c.s_dur[i])
+    return dict(durations)
+
+
+def _step_durations(trace: Trace, lo: int, hi: int) -> dict[str, list[int]]:
+    by_name: dict[str, list[int]] = defaultdict(list)
+    for step in trace.steps():
+        if step.start_ns > hi or step.end_ns < lo:
+            continue
+        by_name[step.name].append(step.dur_ns)
+    return dict(by_name)
+
+
+def merge(summaries: list[dict[str, Any]], top: int = 20) -> dict[str, Any]:
+    """One report of many windows: summaries made with raw=True, combined
+    (sums of times and counts; latency percentiles over every duration; the
+    MMU of the worst window)."""
+    window: dict[str, Any] = {"files": len(summaries), "start": None, "end": None, "duration_s": 0.0,
+                              "covered_s": 0.0, "unrecorded_s": 0.0, "slices": 0, "records_lost": 0,
+                              "mode": None, "damaged": [], "pid": None, "python": None, "hook": None,
+                              "truncated": False, "closed_by": None, "damage": None,
+                              "since_s": 0.0, "until_s": 0.0, "covered_from_s": 0.0}
+    threads: dict[str, dict[str, Any]] = {}
+    functions: dict[tuple[str, str, int], dict[str, Any]] = {}
+    blocking: dict[tuple[str, str, str], dict[str, Any]] = {}
+    gc: dict[str, dict[str, Any]] = {}
+    durations: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    mmus: list[list[dict[str, Any]]] = []
+    asyncio_tasks: dict[str, dict[str, Any]] = {}
+    slow: list[dict[str, Any]] = []
+    counters: dict[str, dict[str, Any]] = {}
+    tasks: list[dict[str, Any]] = []
+    logs: list[dict[str, Any]] = []
+    samples_top: dict[tuple[str, str], dict[str, Any]] = {}
+    sample_count = 0
+    modes = set()
+    for s in summaries:
+        w = s["window"]
+        modes.add(w["mode"])
+        for key in ("start", "end"):
+            if isinstance(w[key], str):
+                current = window[key]
+                pick = min if key == "start" else max
+                window[key] = w[key] if current is None else pick(current, w[key])
+        for key in ("duration_s", "covered_s", "unrecorded_s"):
+            window[key] = _seconds((window[key] + (w.get(key) or 0.0)) * 1e9)
+        window["slices"] += w["slices"]
+        window["records_lost"] += w["records_lost"]
+        window["truncated"] = window["truncated"] or w["truncated"]
+        if w.get("damage"):
+            window["damaged"].append({"file": s["file"], "damage": w["damage"]})
+        for t in s["threads"]:
+            m = threads.get(t["name"])
+            if m is None:
+                threads[t["name"]] = {**t, "blocked_s": dict(t["blocked_s"])}
+                continue
+            for key in ("calls", "python_s", "c_s", "running_s", "gc_s", "covered_s", "unrecorded_s"):
+                if m.get(key) is not None and t.get(key) is not None:
+                    m[key] = m[key] + t[key] if isinstance(m[key], int) else round(m[key] + t[key], 9)
+            for r, v in t["blocked_s"].items():
+                m["blocked_s"][r] = round(m["blocked_s"].get(r, 0.0) + v, 9)
+        raw = s["_raw"]
+        for f in raw["functions"]:
+            m = functions.setdefault((f["name"], f["file"], f["line"]), {**f, "calls": 0, "inclusive_s": 0.0, "self_s": 0.0})
+            m["calls"] += f["calls"]
+            m["inclusive_s"] = round(m["inclusive_s"] + f["inclusive_s"], 9)
+            m["self_s"] = round(m["self_s"] + f["self_s"], 9)
+        for b in raw["blocking"]:
+            m = blocking.setdefault((b["reason"], b["caller"], b["function"]),
+                                    {"reason": b["reason"], "caller": b["caller"], "function": b["function"],
+                                     "count": 0, "total_s": 0.0, "max_s": 0.0})
+            m["count"] += b["count"]
+            m["total_s"] = round(m["total_s"] + b["total_s"], 9)
+            m["max_s"] = max(m["max_s"], b["max_s"])
+        for gen, g in s["gc"].items():
+            m = gc.setdefault(gen, {"count": 0, "total_s": 0.0, "max_s": 0.0, "collected": 0})
+            m["count"] += g["count"]
+            m["total_s"] = round(m["total_s"] + g["total_s"], 9)
+            m["max_s"] = max(m["max_s"], g["max_s"])
+            m["collected"] += g["collected"]
+        for kind, groups in raw["durations"].items():
+            for name, values in groups.items():
+                durations[kind][name].extend(values)
+        mmus.append(s["mmu"])
+        for t in s["asyncio"]["by_task"]:
+            m = asyncio_tasks.setdefault(t["task"], {**t, "steps": 0, "total_s": 0.0, "max_s": 0.0})
+            m["steps"] += t["steps"]
+            m["total_s"] = round(m["total_s"] + t["total_s"], 9)
+            m["max_s"] = max(m["max_s"], t["max_s"])
+        slow += [{**e, "file": s["file"]} for e in s["asyncio"]["slow_steps"]]
+        for name, k in s["counters"].items():
+            m = counters.setdefault(name, dict(k))
+            if m is not k:
+                m["samples"] += k["samples"]
+                m["min"] = min(m["min"], k["min"])
+                m["max"] = max(m["max"], k["max"])
+                m["last"] = k["last"]
+        tasks += s["tasks"]
+        logs += [{**e, "file": s["file"]} for e in s["logs"]]
+        sample_count += s["samples"]["count"]
+        for e in s["samples"]["top"]:
+            m = samples_top.setdefault((e["function"], e["file"]), {**e, "self": 0, "total": 0})
+            m["self"] += e["self"]
+            m["total"] += e["total"]
+    window["mode"] = modes.pop() if len(modes) == 1 else ("mixed" if modes else None)
+    window["until_s"] = window["duration_s"]
+    window["covered_from_s"] = window["unrecorded_s"]
+    if window["damaged"]:
+        window["damage"] = f"{len(window['damaged'])} of the files are damaged (showing what is readable)"
+
+    def dist(kind: str, name: str) -> dict[str, Any]:
+        return {k.replace("_ns", "_s"): (_seconds(v) if k.endswith("_ns") else v)
+                for k, v in _distribution(name, durations[kind][name]).items()}
+
+    for gen, g in gc.items():
+        d = dist("gc", gen)
+        g.update({k: d[k] for k in ("p50_s", "p90_s", "p99_s")})
+    for (reason, caller, function), b in blocking.items():
+        d = dist("blocking", "\x00".join((reason, caller, function)))
+        b.update({k: d[k] for k in ("p50_s", "p90_s", "p99_s")})
+    mmu_rows = []
+    for i, w_ns in enumerate(MMU_WINDOWS_NS):
+        values = [m[i]["utilization"] for m in mmus if i < len(m) and m[i]["utilization"] is not None]
+        mmu_rows.append({"window_s": _seconds(w_ns), "utilization": min(values) if values else None})
+    funcs = list(functions.values())
+    blocking_rows = sorted(blocking.values(), key=lambda b: -b["total_s"])
+    regions = sorted((dist("regions", n) for n in durations["regions"]), key=lambda r: -r["total_s"])
+    slow.sort(key=lambda e: -e["duration_s"])
+    merged_samples = sorted(samples_top.values(), key=lambda e: (-e["self"], -e["total"], e["function"]))
+    return {
+        "file": [s["file"] for s in summaries],
+        "window": window,
+        "threads": sorted(threads.values(), key=lambda t: (t["name"] != "MainThread", t["name"])),
+        "functions": {"by_inclusive": sorted(funcs, key=lambda f: -f["inclusive_s"])[:top],
+                      "by_self": sorted(funcs, key=lambda f: -f["self_s"])[:top]},
+        "blocking": blocking_rows[:top],
+        "gc": dict(sorted(gc.items())),
+        "mmu": mmu_rows,
+        "asyncio": {"tasks": len(asyncio_tasks), "steps": sum(t["steps"] for t in asyncio_tasks.values()),
+                    "by_task": sorted(asyncio_tasks.values(), key=lambda t: -t["total_s"])[:top],
+                    "slow_steps": slow[:top], "slow_step_count": sum(s["asyncio"]["slow_step_count"] for s in summaries)},
+        "regions": regions[:top],
+        "latency": {
+            "regions": regions[:top],
+            "tasks": sorted((dist("tasks", n) for n in durations["tasks"]), key=lambda r: -r["total_s"])[:top],
+            "asyncio_steps": sorted((dist("asyncio_steps", n) for n in durations["asyncio_steps"]),
+                                    key=lambda r: -r["total_s"])[:top],
+            "blocking": blocking_rows[:top],
+            "gc": {gen: dist("gc", gen) for gen in sorted(durations["gc"])},
+        },
+        "tasks": tasks[:top],
+        "logs": logs[:top * 10],
+        "counters": counters,
+        "samples": {"count": sample_count, "top": merged_samples[:top]},
+    }
 
 
 def _public_nested(section: dict[str, Any], public: Any) -> dict[str, Any]:
@@ -468,7 +657,8 @@ def format_text(summary: dict[str, Any], top: int = 10) -> str:
     """The summary as text for a terminal."""
     w = summary["window"]
     lines = [
-        f"trace    {summary['file']}",
+        f"trace    {summary['file']}" if isinstance(summary["file"], str)
+        else f"traces   {len(summary['file'])} files: {summary['file'][0]} .. {summary['file'][-1]}",
         f"window   {w['start']} .. {w['end']} ({w['duration_s']:.3f} s), pid {w['pid']}, "
         f"Python {w['python']}, {w['hook']}",
         f"records  {w['slices']} slices, {w['records_lost']} lost, mode {w.get('mode', 'calls')}"
@@ -476,23 +666,36 @@ def format_text(summary: dict[str, Any], top: int = 10) -> str:
     ]
     if w.get("damage"):
         lines.append(f"damaged  {w['damage']} (showing what is readable)")
+    if w.get("files"):
+        lines.append(f"files    {w['files']} windows" + (f", {w['unreadable']} unreadable" if w.get("unreadable") else ""))
+    if "covered_s" in w:
+        span = (w["until_s"] or 0) - (w["since_s"] or 0)
+        text = f"covered  {w['covered_s']:.3f} s of {span:.3f} s"
+        if w.get("since_s") or (w.get("until_s") is not None and abs(span - w["duration_s"]) > 1e-9):
+            text += f" (range {w['since_s']:.3f} s .. {w['until_s']:.3f} s of the window)"
+        if w.get("unrecorded_s"):
+            where = "" if w.get("files") else f" (records lost before {w['covered_from_s']:.3f} s)"
+            text += f"; {w['unrecorded_s']:.3f} s unrecorded{where}: every time below covers only the covered span"
+        lines.append(text)
     events_mode = w.get("mode") == "events"
     if events_mode:
-        lines += ["", "threads                         running   sleep      io    lock  subproc      GC"]
+        lines += ["", "threads                         running   sleep      io    lock  subproc      GC  unrecorded"]
         for t in summary["threads"]:
             b = t["blocked_s"]
             lines.append(f"  {t['name'][:28]:<28} {t['running_s']:>8.3f} {b['sleep']:>7.3f} "
-                         f"{b['io']:>7.3f} {b['lock']:>7.3f} {b['subprocess']:>8.3f} {t['gc_s']:>7.3f}")
+                         f"{b['io']:>7.3f} {b['lock']:>7.3f} {b['subprocess']:>8.3f} {t['gc_s']:>7.3f} "
+                         f"{t.get('unrecorded_s', 0.0):>11.3f}")
         smp = summary["samples"]
         lines += ["", f"top functions by samples ({smp['count']} samples)         self     total"]
         for f in smp["top"][:top]:
             lines.append(f"  {f['function'][:48]:<48} {f['self']:>7} {f['total']:>9}")
     else:
-        lines += ["", "threads                          python       C   sleep      io    lock  subproc      GC"]
+        lines += ["", "threads                          python       C   sleep      io    lock  subproc      GC  unrecorded"]
         for t in summary["threads"]:
             b = t["blocked_s"]
             lines.append(f"  {t['name'][:28]:<28} {t['python_s']:>8.3f} {t['c_s']:>7.3f} {b['sleep']:>7.3f} "
-                         f"{b['io']:>7.3f} {b['lock']:>7.3f} {b['subprocess']:>8.3f} {t['gc_s']:>7.3f}")
+                         f"{b['io']:>7.3f} {b['lock']:>7.3f} {b['subprocess']:>8.3f} {t['gc_s']:>7.3f} "
+                         f"{t.get('unrecorded_s', 0.0):>11.3f}")
         lines += ["", "top functions by inclusive time        calls  inclusive s     self s"]
         for f in summary["functions"]["by_inclusive"][:top]:
             lines.append(f"  {f['name'][:36]:<36} {f['calls']:>7} {f['inclusive_s']:>12.4f} {f['self_s']:>10.4f}")
@@ -536,16 +739,33 @@ def format_text(summary: dict[str, Any], top: int = 10) -> str:
         for name, k in summary["counters"].items():
             lines.append(f"  {name[:24]:<24} {k['samples']:>8} {_num(k['min']):>12} {_num(k['max']):>12} "
                          f"{_num(k['last']):>12}")
+    latency = summary.get("latency") or {}
+    rows = [(kind, r) for kind in ("regions", "tasks", "asyncio_steps") for r in latency.get(kind, [])[:top]]
+    rows += [("blocking", {**b, "name": f"{b['caller']} -> {b['function']}"}) for b in latency.get("blocking", [])[:top]]
+    if rows:
+        lines += ["", "latency (ms)                                   kind       count     p50     p90     p99     max"]
+        for kind, r in rows:
+            lines.append(f"  {str(r['name'])[:44]:<44} {kind.replace('asyncio_steps', 'step'):<9} {r['count']:>7} "
+                         f"{r['p50_s'] * 1e3:>7.2f} {r['p90_s'] * 1e3:>7.2f} {r['p99_s'] * 1e3:>7.2f} "
+                         f"{r['max_s'] * 1e3:>7.2f}")
     if summary["gc"]:
-        lines += ["", "garbage collection     count   total s     max s   collected"]
+        lines += ["", "garbage collection     count   total s     max s   collected    p50 ms    p99 ms"]
         for gen, g in summary["gc"].items():
             lines.append(f"  {gen:<18} {g['count']:>7} {g['total_s']:>9.4f} {g['max_s']:>9.4f} "
-                         f"{g['collected']:>11}")
+                         f"{g['collected']:>11} {g.get('p50_s', 0) * 1e3:>9.3f} {g.get('p99_s', 0) * 1e3:>9.3f}")
+    if summary.get("mmu"):
+        cells = "  ".join(f"{_span(m['window_s'])} {'-' if m['utilization'] is None else format(m['utilization'], '.3f')}"
+                          for m in summary["mmu"])
+        lines += ["", f"minimum mutator utilization (worst share of time outside GC)  {cells}"]
     return "\n".join(lines)
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds * 1e3:g}ms" if seconds < 1 else f"{seconds:g}s"
 
 
 def _num(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 100 or value == int(value) else f"{value:.3f}"
 
 
-__all__ = ["GC_TRACK", "format_text", "summarize"]
+__all__ = ["GC_TRACK", "MMU_WINDOWS_NS", "format_text", "merge", "mmu", "summarize", "time_range"]
