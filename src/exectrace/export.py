@@ -309,6 +309,13 @@ def to_chrome_json(trace: Trace, out: PathOrStream, *, compress: Optional[bool] 
                     ((tracks.get(track) or {}).get("name") or "track").lower())
                 tails[i] = _slice_tail(key, enc, default, c.args[args_i] if args_i >= 0 else None)
         ts, dur = c.s_ts.tolist(), c.s_dur.tolist()
+        covered_from = trace.coverage[0]
+        if covered_from > trace.metadata.start_ns:  # records were lost: mark the frames open at the cut
+            for i in [i for i, t in enumerate(ts) if t < covered_from and thread_track[s_track[i]]]:
+                key = (c.s_name[i], c.s_cat[i], c.s_file[i], c.s_line[i])
+                extra = dict(c.args[c.s_args[i]]) if c.s_args[i] >= 0 else {}
+                extra["began_before_coverage"] = True
+                tails[i] = _slice_tail(key, enc, python_cat, extra)
         exact = not order or (min(ts) >= 0 and min(dur) >= 0)
         for start in range(0, len(order), _CHUNK):
             part = order[start:start + _CHUNK]
@@ -350,6 +357,9 @@ def to_chrome_json(trace: Trace, out: PathOrStream, *, compress: Optional[bool] 
             write(("\n" if first else ",\n") + ",\n".join(rest))
         meta = dict(trace.metadata.values)
         meta["exectrace.converted_from"] = os.path.basename(trace.path)
+        meta["exectrace.covered_from_ns"], meta["exectrace.covered_until_ns"] = trace.coverage
+        meta["exectrace.unrecorded_ns"] = max(0, (trace.metadata.end_ns - trace.metadata.start_ns)
+                                              - (trace.coverage[1] - trace.coverage[0]))
         if trace.damage:
             meta["exectrace.damage"] = trace.damage
         write('\n],\n"displayTimeUnit":"ns",\n"metadata":' + _json(_clean(meta)) + "}\n")
@@ -405,8 +415,25 @@ class _Strings:
         return i
 
 
-def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
-    """The (uncompressed) serialized pprof Profile of `trace`."""
+def _reasons(reason: Optional[str]) -> Optional[tuple[str, ...]]:
+    """--reason's value as the reasons it selects (None: no selection)."""
+    if reason is None:
+        return None
+    if reason == "all":
+        return REASONS
+    if reason not in REASONS:
+        raise ValueError(f"unknown blocking reason {reason!r}; use one of {', '.join(REASONS)} or all")
+    return (reason,)
+
+
+def build_pprof(trace: Trace, *, progress: Optional[bool] = None, reason: Optional[str] = None) -> bytes:
+    """The (uncompressed) serialized pprof Profile of `trace`.
+
+    reason: "io", "lock", "sleep", "subprocess" or "all": a blocking profile
+    instead, one sample type per reason selected (nanoseconds blocked).
+    Times are clipped to the span the records cover (trace.coverage): a
+    frame open when coverage began counts only its covered part."""
+    selected = _reasons(reason)
     c = trace.columns
     strings = trace.strings
     tracks = trace.tracks
@@ -430,12 +457,17 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
     loc_of_node: list[int] = []
     wall: list[int] = []
     blocked: list[int] = []
+    node_reason: list[Optional[str]] = []
     root_thread: dict[int, tuple[str, int]] = {}  # root node -> (thread name, tid)
     locations: dict[tuple[int, int, int], int] = {}  # (name, file, line) -> location id
 
     s_ts, s_dur, s_depth = c.s_ts.tolist(), c.s_dur.tolist(), c.s_depth.tolist()
-    # each slice's (location id, blocks), one tuple per function
-    site_of: dict[tuple[int, int, int, int], tuple[int, bool]] = {}
+    covered_from = trace.coverage[0]
+    # the covered part of each slice (all of it unless records were lost)
+    s_clip = s_dur if covered_from <= trace.metadata.start_ns else [
+        d if t >= covered_from else max(0, t + d - covered_from) for t, d in zip(s_ts, s_dur)]
+    # each slice's (location id, blocking reason), one tuple per function
+    site_of: dict[tuple[int, int, int, int], tuple[int, Optional[str]]] = {}
     sites = []
     for key in zip(c.s_name.tolist(), c.s_cat.tolist(), c.s_file.tolist(), c.s_line.tolist()):
         site = site_of.get(key)
@@ -444,8 +476,8 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
             loc = locations.get((name, file, line))
             if loc is None:
                 loc = locations[(name, file, line)] = len(locations) + 1
-            reason = reason_of_slice(strings[name] if name >= 0 else "", strings[cat] if cat >= 0 else "")
-            site = site_of[key] = (loc, reason is not None)
+            why = reason_of_slice(strings[name] if name >= 0 else "", strings[cat] if cat >= 0 else "")
+            site = site_of[key] = (loc, why)
         sites.append(site)
     done = 0
     for track, indices in by_track.items():
@@ -455,6 +487,7 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
         loc_of_node.append(0)
         wall.append(0)
         blocked.append(0)
+        node_reason.append(None)
         root_thread[root] = (t.get("name") or f"thread {t.get('tid') or track}", int(t.get("tid") or 0))
         # the open calls, innermost last: (depth, end, node, blocking)
         stack: list[tuple[int, int, int, bool]] = []
@@ -467,7 +500,8 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
                     stack.pop()
                     top = stack[-1] if stack else (-1, 0, root, False)
                 parent = top[2]
-                loc, is_blocking = sites[i]
+                loc, why = sites[i]
+                is_blocking = why is not None
                 node = tree.get((parent, loc))
                 if node is None:
                     node = tree[(parent, loc)] = len(parent_of)
@@ -475,14 +509,15 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
                     loc_of_node.append(loc)
                     wall.append(0)
                     blocked.append(0)
-                dur = s_dur[i]
+                    node_reason.append(why)
+                dur = s_clip[i]
                 wall[node] += dur
                 wall[parent] -= dur
                 if is_blocking:
                     blocked[node] += dur
                 if top[3]:
                     blocked[parent] -= dur
-                top = (depth, ts + dur, node, is_blocking)
+                top = (depth, ts + s_dur[i], node, is_blocking)
                 stack.append(top)
             meter.update(done + min(start + _PROGRESS_STEP, len(indices)))
         done += len(indices)
@@ -492,14 +527,19 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
     st = _Strings()
     out = bytearray()
     # sample_type = 1, period_type = 11: ValueType{type = 1, unit = 2}
-    out += field_bytes(1, _uint(1, st("wall")) + _uint(2, st("nanoseconds")))
-    out += field_bytes(1, _uint(1, st("blocked")) + _uint(2, st("nanoseconds")))
+    types = ("wall", "blocked") if selected is None else selected
+    for name in types:
+        out += field_bytes(1, _uint(1, st(name)) + _uint(2, st("nanoseconds")))
     thread_key, tid_key = st("thread"), st("tid")
     for node in range(len(parent_of)):
         if loc_of_node[node] == 0:
             continue
         w, b = max(wall[node], 0), max(blocked[node], 0)
-        if not w and not b:
+        if selected is None:
+            values = [w, b]
+        else:
+            values = [b if node_reason[node] == r else 0 for r in selected]
+        if not any(values):
             continue
         frames: list[int] = []  # leaf first
         n = node
@@ -508,7 +548,7 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
             n = parent_of[n]
         thread, tid = root_thread[n]
         # Sample{location_id = 1, value = 2, label = 3: Label{key = 1, str = 2, num = 3}}
-        out += field_bytes(2, _packed(1, frames) + field_bytes(2, varint(w) + varint(b))
+        out += field_bytes(2, _packed(1, frames) + field_bytes(2, b"".join(varint(v) for v in values))
                     + field_bytes(3, _uint(1, thread_key) + _uint(2, st(thread)))
                     + field_bytes(3, _uint(1, tid_key) + _uint(3, tid)))
     # mapping = 3: one for everything, already symbolized
@@ -529,17 +569,18 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
     meta = trace.metadata
     start_realtime = meta.get("window.start_realtime_ns")
     duration = meta.get("window.duration_ns", meta.end_ns - meta.start_ns)
-    comments = [f"exectrace {meta.get('exectrace.version', '?')}: {os.path.basename(trace.path)}"]
+    comments = [f"exectrace {meta.get('exectrace.version', '?')}: {os.path.basename(trace.path)}",
+                _coverage_comment(trace)]
     if trace.damage:
         comments.append(f"damaged: {trace.damage}")
     comment_ids = [st(s) for s in comments]
-    default_type = st("wall")
+    default_type = st(types[0])
     tail = bytearray()
     if isinstance(start_realtime, int) and start_realtime > 0:
         tail += _uint(9, start_realtime)  # time_nanos
     if isinstance(duration, int) and duration > 0:
         tail += _uint(10, duration)  # duration_nanos
-    tail += field_bytes(11, _uint(1, st("wall")) + _uint(2, st("nanoseconds")))  # period_type
+    tail += field_bytes(11, _uint(1, st(types[0])) + _uint(2, st("nanoseconds")))  # period_type
     tail += _uint(12, 1)  # period
     tail += _packed(13, comment_ids)  # comment
     tail += _uint(14, default_type)  # default_sample_type
@@ -549,17 +590,31 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
     return bytes(out)
 
 
-def build_events_pprof(trace: Trace) -> bytes:
+def _coverage_comment(trace: Trace) -> str:
+    begin, end = trace.coverage
+    window = max(0, trace.metadata.end_ns - trace.metadata.start_ns)
+    return (f"covers {(end - begin) / 1e9:.3f} s of the {window / 1e9:.3f} s window; "
+            f"{max(0, window - (end - begin)) / 1e9:.3f} s unrecorded")
+
+
+def build_events_pprof(trace: Trace, *, reason: Optional[str] = None) -> bytes:
     """The (uncompressed) pprof Profile of an `events` file: sample types
     samples (count) and cpu (samples x the sample interval, nanoseconds),
     from the stack samples; and one per blocking reason (sleep, io, lock,
     subprocess: nanoseconds waited, Go's -pprof=sync|net|syscall), from the
-    waits, each at its callstack with the blocking function as the leaf."""
+    waits, each at its callstack with the blocking function as the leaf.
+    reason ("io", "lock", "sleep", "subprocess", "all"): only the sample
+    types of the reasons selected, only waits for them."""
+    selected = _reasons(reason)
     meta = trace.metadata
     interval = meta.get("samples.interval_ns")
     interval = interval if isinstance(interval, int) and interval > 0 else 0
-    types = ["samples", "cpu", *REASONS]
-    column = {reason: 2 + i for i, reason in enumerate(REASONS)}
+    if selected is None:
+        types = ["samples", "cpu", *REASONS]
+        column = {r: 2 + i for i, r in enumerate(REASONS)}
+    else:
+        types = list(selected)
+        column = {r: i for i, r in enumerate(selected)}
     locations: dict[tuple[str, str, int], int] = {}
 
     def loc(name: str, file: str, line: int) -> int:
@@ -571,23 +626,23 @@ def build_events_pprof(trace: Trace) -> bytes:
 
     # (leaf-first location ids, thread, tid) -> values
     values: dict[tuple[tuple[int, ...], str, int], list[int]] = {}
-    for sample in trace.samples():
+    for sample in trace.samples() if selected is None else ():
         frames = tuple(loc(f.function, f.file, f.line) for f in reversed(sample.stack))
         v = values.setdefault((frames, sample.thread, sample.tid), [0] * len(types))
         v[0] += 1
         v[1] += interval
     for slice_ in trace.slices():
-        reason = slice_.blocking
-        if reason is None:
+        why = slice_.blocking
+        if why is None or why not in column:
             continue
         frames = (loc(slice_.name, "", 0),) + tuple(
             loc(f.function, f.file, f.line) for f in reversed(slice_.stack))
         v = values.setdefault((frames, slice_.thread, slice_.tid), [0] * len(types))
-        v[column[reason]] += slice_.dur_ns
+        v[column[why]] += slice_.dur_ns
 
     st = _Strings()
     out = bytearray()
-    units = ["count", "nanoseconds"] + ["nanoseconds"] * len(REASONS)
+    units = (["count", "nanoseconds"] if selected is None else []) + ["nanoseconds"] * len(column)
     for name, unit in zip(types, units):
         out += field_bytes(1, _uint(1, st(name)) + _uint(2, st(unit)))
     thread_key, tid_key = st("thread"), st("tid")
@@ -604,7 +659,8 @@ def build_events_pprof(trace: Trace) -> bytes:
     out += functions
     start_realtime = meta.get("window.start_realtime_ns")
     duration = meta.get("window.duration_ns", meta.end_ns - meta.start_ns)
-    comments = [f"exectrace {meta.get('exectrace.version', '?')} (events): {os.path.basename(trace.path)}"]
+    comments = [f"exectrace {meta.get('exectrace.version', '?')} (events): {os.path.basename(trace.path)}",
+                _coverage_comment(trace)]
     if trace.damage:
         comments.append(f"damaged: {trace.damage}")
     comment_ids = [st(c) for c in comments]
@@ -613,24 +669,26 @@ def build_events_pprof(trace: Trace) -> bytes:
         tail += _uint(9, start_realtime)
     if isinstance(duration, int) and duration > 0:
         tail += _uint(10, duration)
-    tail += field_bytes(11, _uint(1, st("cpu")) + _uint(2, st("nanoseconds")))
-    tail += _uint(12, interval or 1)
+    default = "cpu" if selected is None else types[0]
+    tail += field_bytes(11, _uint(1, st(default)) + _uint(2, st("nanoseconds")))
+    tail += _uint(12, (interval or 1) if selected is None else 1)
     tail += _packed(13, comment_ids)
-    tail += _uint(14, st("cpu"))
+    tail += _uint(14, st(default))
     out += b"".join(field_bytes(6, s.encode("utf-8", "backslashreplace")) for s in st.table)
     out += tail
     return bytes(out)
 
 
 def to_pprof(trace: Trace, out: Union[str, os.PathLike[str], IO[bytes]], *,
-             progress: Optional[bool] = None) -> int:
+             progress: Optional[bool] = None, reason: Optional[str] = None) -> int:
     """Writes `trace` as a gzipped pprof profile to a path or binary stream:
     for a `calls` file, wall and blocked time per call stack; for an `events`
     file, samples and waits by reason (see build_events_pprof).
 
     Returns the number of bytes written (compressed).
     """
-    profile = build_events_pprof(trace) if trace.mode == "events" else build_pprof(trace, progress=progress)
+    profile = (build_events_pprof(trace, reason=reason) if trace.mode == "events"
+               else build_pprof(trace, progress=progress, reason=reason))
     data = gzip.compress(profile, compresslevel=6, mtime=0)
     if isinstance(out, (str, os.PathLike)):
         with open(out, "wb") as f:
