@@ -693,7 +693,7 @@ def format_text(summary: dict[str, Any], top: int = 10) -> str:
         lines += ["", "threads                          python       C   sleep      io    lock  subproc      GC  unrecorded"]
         for t in summary["threads"]:
             b = t["blocked_s"]
-            lines.append(f"  {t['name'][:28]:<28} {t['python_s']:>8.3f} {t['c_s']:>7.3f} {b['sleep']:>7.3f} "
+            lines.append(f"  {t['name'][:28]:<28} {_cell(t['python_s'], 8)} {_cell(t['c_s'], 7)} {b['sleep']:>7.3f} "
                          f"{b['io']:>7.3f} {b['lock']:>7.3f} {b['subprocess']:>8.3f} {t['gc_s']:>7.3f} "
                          f"{t.get('unrecorded_s', 0.0):>11.3f}")
         lines += ["", "top functions by inclusive time        calls  inclusive s     self s"]
@@ -758,6 +758,11 @@ def format_text(summary: dict[str, Any], top: int = 10) -> str:
                           for m in summary["mmu"])
         lines += ["", f"minimum mutator utilization (worst share of time outside GC)  {cells}"]
     return "\n".join(lines)
+
+
+def _cell(value: Optional[float], width: int) -> str:
+    """A time column; "-" where a window has no such figure (an events file's Python/C split)."""
+    return "-".rjust(width) if value is None else f"{value:>{width}.3f}"
 
 
 def _span(seconds: float) -> str:
