@@ -17,8 +17,8 @@ from typing import Callable, Optional
 import exectrace
 from exectrace import _tracecore, dumpstore, export
 from exectrace.analysis import format_text, merge, summarize
-from exectrace.commands.diff import diff
 from exectrace.commands import ls
+from exectrace.commands.diff import diff
 from exectrace.errors import ExectraceError
 from exectrace.reader import Trace, read_metadata
 

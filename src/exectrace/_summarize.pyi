@@ -1,0 +1,33 @@
+"""Types of the analysis commands' native aggregation (src/exectrace/_summarize.pyx).
+
+Arrays are array.array: "i" int32, "q" int64, "b" int8, "Q" uint64."""
+
+from array import array
+
+def tracks(track: array[int], /) -> tuple[array[int], list[int], array[int]]:
+    """(track index of each slice, uuid of each index, slices per index)."""
+
+def keys(name: array[int], cat: array[int], file: array[int], line: array[int], /
+         ) -> tuple[array[int], list[tuple[int, int, int, int]]]:
+    """(key of each slice, (name, cat, file, line) of each key)."""
+
+def select(ids: array[int], wanted: array[int], /) -> array[int]:
+    """Indices of the slices whose id is wanted (wanted[id] != 0)."""
+
+def end_span(ids: array[int], wanted: array[int], ts: array[int], dur: array[int], /
+             ) -> tuple[int, int] | None:
+    """(earliest end, latest end) of the wanted slices, or None."""
+
+def remap(ids: array[int], table: array[int], /) -> array[int]:
+    """table[ids[i]] for every i (-1 outside the table)."""
+
+def walk(thread: array[int], ts: array[int], dur: array[int], depth: array[int], key: array[int],
+         kind: array[int], n_threads: int, lo: int, hi: int, /
+         ) -> tuple[array[int], array[int], array[int], array[int], array[int], array[int], array[int],
+                    array[int], array[int]]:
+    """Every thread's calls clipped to [lo, hi): per key calls, inclusive and
+    self ns; per thread (calls, python, C, blocked per reason) ns; each
+    blocking call's caller key, callee key, thread, duration, covered ns."""
+
+def distribution(group: array[int], value: array[int], /) -> dict[int, tuple[int, int, int, int, int, int]]:
+    """{group: (count, total, max, p50, p90, p99)} (nearest-rank percentiles)."""
