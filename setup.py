@@ -51,10 +51,19 @@ summarize_extension = Extension(
     extra_compile_args=extra_compile_args,
 )
 
+# the reader's decoder with its per-event path in C (src/exectrace/_decode.pyx)
+decode_extension = Extension(
+    "exectrace._decode",
+    sources=["src/exectrace/_decode.pyx"],
+    include_dirs=["src/native"],
+    depends=["src/native/pbwire.h"],
+    extra_compile_args=extra_compile_args,
+)
+
 setup(
     cmdclass={"build_py": build_py_with_pth},
     ext_modules=cythonize(
-        [extension, summarize_extension],
+        [extension, summarize_extension, decode_extension],
         language_level=3,
         compiler_directives={
             "boundscheck": False,

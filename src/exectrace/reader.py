@@ -6,8 +6,14 @@
         if isinstance(event, exectrace.Slice) and event.name == "time.sleep":
             print(event.thread, event.dur_ns)
 
-The decoding is done by the native core into columns (``trace.columns``),
-which the analysis commands use directly; typed events are made on demand.
+The decoding is done natively into columns (``trace.columns``, by
+exectrace._decode: the same columns as the core's decoder, with its per-event
+path in C), which the analysis commands use directly; typed events are made
+on demand.
+
+When the recorder's ring overflowed, the calls kept cover only the end of the
+window: ``trace.coverage`` is that span, and the slices of frames already open
+where it begins carry ``args["began_before_coverage"] = True``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from exectrace import _summarize, _tracecore
+from exectrace import _decode, _summarize
 from exectrace.blocking import reason_of_slice
 from exectrace.errors import ExectraceError
 
@@ -514,7 +520,7 @@ def read(path: Union[str, os.PathLike[str]], *, allow_damaged: bool = False) -> 
     """
     name = os.fspath(path)
     data = _read_bytes(name)
-    columns = _tracecore.decode(data)
+    columns = _decode.decode(data)
     if columns.error and not (columns.tracks or columns.s_ts or columns.instants or columns.counters):
         # nothing decoded before the error: random bytes, a text file, a bomb
         raise ExectraceError(f"{name} is not a Perfetto trace ({columns.error})")
@@ -535,7 +541,7 @@ def read_metadata(path: Union[str, os.PathLike[str]]) -> Metadata:
     enough to list a directory of large traces. Raises ExectraceError like read()."""
     name = os.fspath(path)
     data = _read_bytes(name, limit=METADATA_READ_BYTES)
-    columns = _tracecore.decode(data, metadata_only=True)
+    columns = _decode.decode(data, metadata_only=True)
     if columns.window_begin is None:
         if columns.error and columns.packets == 0:
             raise ExectraceError(f"{name} is not a Perfetto trace ({columns.error})")
