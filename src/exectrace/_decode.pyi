@@ -5,15 +5,28 @@ from typing import Any, Optional, Union
 
 class Decoder:
     strings: list[str]
+    #: per slice: its track as an index into slot_uuids, its (name, category,
+    #: file, line) as an index into key_quads
+    s_slot: Any
+    s_key: Any
+    @property
+    def slot_uuids(self) -> list[int]: ...
+    @property
+    def key_quads(self) -> list[tuple[int, int, int, int]]: ...
     tracks: dict[int, dict[str, Any]]
-    s_track: Any
+    @property
+    def s_track(self) -> Any: ...
     s_ts: Any
     s_dur: Any
     s_depth: Any
-    s_name: Any
-    s_cat: Any
-    s_file: Any
-    s_line: Any
+    @property
+    def s_name(self) -> Any: ...
+    @property
+    def s_cat(self) -> Any: ...
+    @property
+    def s_file(self) -> Any: ...
+    @property
+    def s_line(self) -> Any: ...
     s_args: Any
     args: list[dict[str, Any]]
     instants: list[tuple[int, int, int, int, Optional[dict[str, Any]], Optional[str]]]

@@ -247,8 +247,17 @@ cdef class Decoder:
     cdef dict sequences
     cdef public dict tracks           # uuid -> dict
     # slice columns
-    cdef public object s_track, s_ts, s_dur, s_depth, s_name, s_cat, s_file, s_line, s_args
-    cdef carray.array c_track, c_ts, c_dur, c_depth, c_name, c_cat, c_file, c_line, c_args
+    # Per slice: its track as an index (s_slot, into slot_uuids) and its
+    # (name, category, file, line) as a key (s_key, into key_quads): 32 bytes
+    # a slice. s_track, s_name, s_cat, s_file and s_line, the core decoder's
+    # columns, are made from them when first asked for.
+    cdef public object s_ts, s_dur, s_depth, s_args, s_slot, s_key
+    cdef carray.array c_slot, c_ts, c_dur, c_depth, c_key, c_args
+    cdef object _s_track, _s_name, _s_cat, _s_file, _s_line
+    cdef int32_t* key_slots
+    cdef uint64_t key_mask
+    cdef int32_t* quads
+    cdef Py_ssize_t n_keys, cap_keys
     cdef Py_ssize_t n_slices
     cdef public list args             # list of dicts, referenced by s_args
     cdef public list instants         # (track uuid, ts, name, category, args, log)
@@ -286,18 +295,19 @@ cdef class Decoder:
         self.string_index = {}
         self.sequences = {}
         self.tracks = {}
-        self.c_track = _array.array("Q")   # track uuids are uint64
+        self.c_slot = _array.array("i")
         self.c_ts = _array.array("q")
         self.c_dur = _array.array("q")
         self.c_depth = _array.array("i")
-        self.c_name = _array.array("i")
-        self.c_cat = _array.array("i")
-        self.c_file = _array.array("i")
-        self.c_line = _array.array("i")
+        self.c_key = _array.array("i")
         self.c_args = _array.array("i")
-        self.s_track, self.s_ts, self.s_dur, self.s_depth = self.c_track, self.c_ts, self.c_dur, self.c_depth
-        self.s_name, self.s_cat, self.s_file, self.s_line = self.c_name, self.c_cat, self.c_file, self.c_line
-        self.s_args = self.c_args
+        self.s_slot, self.s_ts, self.s_dur, self.s_depth = self.c_slot, self.c_ts, self.c_dur, self.c_depth
+        self.s_key, self.s_args = self.c_key, self.c_args
+        self._s_track = self._s_name = self._s_cat = self._s_file = self._s_line = None
+        self.key_slots = NULL
+        self.key_mask = 0
+        self.quads = NULL
+        self.n_keys = self.cap_keys = 0
         self.n_slices = 0
         self.args = []
         self.instants = []
@@ -331,6 +341,116 @@ cdef class Decoder:
                 free(self.states[i].stack)
             free(self.states)
         free(self.slots)
+        free(self.key_slots)
+        free(self.quads)
+
+    # -- the core decoder's columns, made on demand
+    @property
+    def slot_uuids(self):
+        """The track uuid of each s_slot value."""
+        return [self.states[i].uuid for i in range(self.n_states)]
+
+    @property
+    def key_quads(self):
+        """(name, category, file, line) string indexes of each s_key value."""
+        return [(self.quads[4 * i], self.quads[4 * i + 1], self.quads[4 * i + 2], self.quads[4 * i + 3])
+                for i in range(self.n_keys)]
+
+    cdef object _from_key(self, int part):
+        cdef Py_ssize_t n = self.n_slices, i
+        out = _array.array("i", bytes(4 * n))
+        cdef int32_t[::1] o = out
+        for i in range(n):
+            o[i] = self.quads[4 * self.c_key.data.as_ints[i] + part]
+        return out
+
+    @property
+    def s_track(self):
+        cdef Py_ssize_t n = self.n_slices, i
+        cdef uint64_t[::1] o
+        if self._s_track is None:
+            out = _array.array("Q", bytes(8 * n))
+            o = out
+            for i in range(n):
+                o[i] = self.states[self.c_slot.data.as_ints[i]].uuid
+            self._s_track = out
+        return self._s_track
+
+    @property
+    def s_name(self):
+        if self._s_name is None:
+            self._s_name = self._from_key(0)
+        return self._s_name
+
+    @property
+    def s_cat(self):
+        if self._s_cat is None:
+            self._s_cat = self._from_key(1)
+        return self._s_cat
+
+    @property
+    def s_file(self):
+        if self._s_file is None:
+            self._s_file = self._from_key(2)
+        return self._s_file
+
+    @property
+    def s_line(self):
+        if self._s_line is None:
+            self._s_line = self._from_key(3)
+        return self._s_line
+
+    cdef int32_t _key(self, int32_t name, int32_t cat, int32_t file, int32_t line) except -1:
+        cdef uint64_t h, i, size, j
+        cdef int32_t k
+        cdef int32_t* grown
+        cdef int32_t* q
+        if self.key_slots == NULL:
+            self.key_mask = 1023
+            self.key_slots = <int32_t*>calloc(1024, sizeof(int32_t))
+            if self.key_slots == NULL:
+                raise MemoryError()
+        h = (<uint64_t><uint32_t>name * <uint64_t>0x9E3779B97F4A7C15) ^ (<uint64_t><uint32_t>cat << 17) \
+            ^ (<uint64_t><uint32_t>file * <uint64_t>0xC2B2AE3D27D4EB4F) ^ <uint64_t><uint32_t>line
+        h ^= h >> 31
+        i = h & self.key_mask
+        while True:
+            k = self.key_slots[i] - 1
+            if k < 0:
+                break
+            q = &self.quads[4 * k]
+            if q[0] == name and q[1] == cat and q[2] == file and q[3] == line:
+                return k
+            i = (i + 1) & self.key_mask
+        if self.n_keys == self.cap_keys:
+            self.cap_keys = max(256, self.cap_keys * 2)
+            q = <int32_t*>realloc(self.quads, 4 * self.cap_keys * sizeof(int32_t))
+            if q == NULL:
+                raise MemoryError()
+            self.quads = q
+        k = <int32_t>self.n_keys
+        self.n_keys += 1
+        q = &self.quads[4 * k]
+        q[0], q[1], q[2], q[3] = name, cat, file, line
+        self.key_slots[i] = k + 1
+        if <uint64_t>self.n_keys * 2 > self.key_mask:
+            size = (self.key_mask + 1) * 2
+            grown = <int32_t*>calloc(size, sizeof(int32_t))
+            if grown == NULL:
+                raise MemoryError()
+            free(self.key_slots)
+            self.key_slots = grown
+            self.key_mask = size - 1
+            for j in range(<uint64_t>self.n_keys):
+                q = &self.quads[4 * j]
+                h = (<uint64_t><uint32_t>q[0] * <uint64_t>0x9E3779B97F4A7C15) ^ (<uint64_t><uint32_t>q[1] << 17) \
+                    ^ (<uint64_t><uint32_t>q[2] * <uint64_t>0xC2B2AE3D27D4EB4F) ^ <uint64_t><uint32_t>q[3]
+                h ^= h >> 31
+                i = h & self.key_mask
+                while self.key_slots[i]:
+                    i = (i + 1) & self.key_mask
+                self.key_slots[i] = <int32_t>j + 1
+        return k
 
     @property
     def last_timestamp(self):
@@ -1029,7 +1149,7 @@ cdef class Decoder:
                 merged = dict(begin_args or {})
                 merged.update(args)
                 begin_args = merged
-            self._add_slice(track, &o, begin_args, ts, t.depth)
+            self._add_slice(<int32_t>(t - self.states), &o, begin_args, ts, t.depth)
         elif type == TYPE_INSTANT:
             if not has_name:
                 name = self.intern("")
@@ -1046,25 +1166,20 @@ cdef class Decoder:
             return current
         return self.intern(self.strings[current] + "," + self.strings[added])
 
-    cdef int _add_slice(self, uint64_t track, const Open* o, object args, int64_t end, Py_ssize_t depth) except -1:
+    cdef int _add_slice(self, int32_t slot, const Open* o, object args, int64_t end, Py_ssize_t depth) except -1:
         cdef Py_ssize_t n = self.n_slices
-        carray.resize_smart(self.c_track, n + 1)
+        cdef int32_t key = self._key(o.name, o.cat, o.file, o.line)
+        carray.resize_smart(self.c_slot, n + 1)
         carray.resize_smart(self.c_ts, n + 1)
         carray.resize_smart(self.c_dur, n + 1)
         carray.resize_smart(self.c_depth, n + 1)
-        carray.resize_smart(self.c_name, n + 1)
-        carray.resize_smart(self.c_cat, n + 1)
-        carray.resize_smart(self.c_file, n + 1)
-        carray.resize_smart(self.c_line, n + 1)
+        carray.resize_smart(self.c_key, n + 1)
         carray.resize_smart(self.c_args, n + 1)
-        self.c_track.data.as_ulonglongs[n] = track
+        self.c_slot.data.as_ints[n] = slot
         self.c_ts.data.as_longlongs[n] = o.ts
         self.c_dur.data.as_longlongs[n] = end - o.ts if end >= o.ts else 0
         self.c_depth.data.as_ints[n] = <int>depth
-        self.c_name.data.as_ints[n] = o.name
-        self.c_cat.data.as_ints[n] = o.cat
-        self.c_file.data.as_ints[n] = o.file
-        self.c_line.data.as_ints[n] = o.line
+        self.c_key.data.as_ints[n] = key
         if args is None:
             self.c_args.data.as_ints[n] = -1
         else:
@@ -1086,7 +1201,7 @@ cdef class Decoder:
                 o = t.stack[t.depth]
                 args = dict((self.pending[o.args] if o.args >= 0 else None) or {})
                 args["unfinished"] = True
-                self._add_slice(t.uuid, &o, args, max(end, o.ts), t.depth)
+                self._add_slice(<int32_t>index, &o, args, max(end, o.ts), t.depth)
                 self.unfinished += 1
 
     cdef tuple _annotation(self, _Sequence s, const pb_field* pf, int depth):

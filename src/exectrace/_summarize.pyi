@@ -18,10 +18,10 @@ def end_span(ids: array[int], wanted: array[int], ts: array[int], dur: array[int
              ) -> tuple[int, int] | None:
     """(earliest end, latest end) of the wanted slices, or None."""
 
-def remap(ids: array[int], table: array[int], /) -> array[int]:
-    """table[ids[i]] for every i (-1 outside the table)."""
+def count(ids: array[int], n: int, /) -> array[int]:
+    """How many times each id in range(n) occurs."""
 
-def walk(thread: array[int], ts: array[int], dur: array[int], depth: array[int], key: array[int],
+def walk(slot: array[int], thread_of_slot: array[int], ts: array[int], dur: array[int], depth: array[int], key: array[int],
          kind: array[int], n_threads: int, lo: int, hi: int, /
          ) -> tuple[array[int], array[int], array[int], array[int], array[int], array[int], array[int],
                     array[int], array[int]]:

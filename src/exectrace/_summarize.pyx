@@ -200,13 +200,14 @@ cdef enum:
     N_REASONS = 4
 
 
-def walk(const int32_t[::1] thread, const int64_t[::1] ts, const int64_t[::1] dur,
-         const int32_t[::1] depth, const int32_t[::1] key, const int8_t[::1] kind,
+def walk(const int32_t[::1] slot, const int32_t[::1] thread_of_slot, const int64_t[::1] ts,
+         const int64_t[::1] dur, const int32_t[::1] depth, const int32_t[::1] key, const int8_t[::1] kind,
          int n_threads, int64_t lo, int64_t hi):
     """Every thread's calls, clipped to [lo, hi).
 
-    thread[i]: the thread index of slice i (-1: not a thread's slice); the
-    columns hold each track's slices in the order they ended (the decoder's).
+    thread_of_slot[slot[i]]: the thread index of slice i (-1: not a thread's
+    slice); the columns hold each track's slices in the order they ended
+    (the decoder's).
     kind[k]: what the self time of key k counts as (KIND_*).
 
     Returns (per key: calls, inclusive ns, self ns as int64 arrays;
@@ -214,6 +215,8 @@ def walk(const int32_t[::1] thread, const int64_t[::1] ts, const int64_t[::1] du
     n_threads * (3 + N_REASONS)); blocking calls: caller key (-1 at the
     bottom of a thread), callee key, thread, duration (full), overlap ns)."""
     cdef Py_ssize_t n = ts.shape[0], i
+    cdef Py_ssize_t n_slots = thread_of_slot.shape[0]
+    cdef int32_t sl
     cdef int n_keys = kind.shape[0]
     cdef int width = 3 + N_REASONS
     k_calls = array.array("q", bytes(8 * n_keys))
@@ -230,27 +233,30 @@ def walk(const int32_t[::1] thread, const int64_t[::1] ts, const int64_t[::1] du
         return k_calls, k_incl, k_self, t_stats, b_caller, b_callee, b_thread, b_dur, b_clip
 
     cdef int32_t* first_child = <int32_t*>malloc(n * sizeof(int32_t))
+    # next_sibling[i]: the next child of i's parent. Until i has a parent it
+    # is a pending root of its thread, and the same word links it to the
+    # pending root below it (below[i]): a slice is adopted once, after which
+    # its link below is not needed.
     cdef int32_t* next_sibling = <int32_t*>malloc(n * sizeof(int32_t))
-    # per thread: pending subtree roots (post-order stack), as a linked list
-    # through next_sibling is not possible (they are needed): its own array
-    cdef int32_t* pending = <int32_t*>malloc(n * sizeof(int32_t))
+    cdef int32_t* pending = NULL
     cdef int32_t* top = <int32_t*>malloc(n_threads * sizeof(int32_t))      # head of each thread's pending chain
-    cdef int32_t* below = pending                                        # below[i]: the pending root under i
+    cdef int32_t* below = next_sibling
     cdef int32_t* active = <int32_t*>calloc(max(n_keys, 1), sizeof(int32_t))
     cdef int32_t* frames = NULL
     cdef int64_t* remaining = NULL
     cdef int32_t* cursor = NULL
-    cdef int32_t t, d, j, c, node, level, cap, kk, kd
+    cdef int32_t t, d, j, c, node, level, cap, kk, kd, up
     cdef int64_t own, s0, e0
     try:
-        if first_child == NULL or next_sibling == NULL or pending == NULL or top == NULL or active == NULL:
+        if first_child == NULL or next_sibling == NULL or top == NULL or active == NULL:
             raise MemoryError()
         for t in range(n_threads):
             top[t] = -1
         # 1. the trees: in end order a slice's children are the pending roots
         #    deeper than it on its thread
         for i in range(n):
-            t = thread[i]
+            sl = slot[i]
+            t = thread_of_slot[sl] if 0 <= sl < n_slots else -1
             first_child[i] = -1
             next_sibling[i] = -1
             if t < 0 or t >= n_threads:
@@ -258,10 +264,10 @@ def walk(const int32_t[::1] thread, const int64_t[::1] ts, const int64_t[::1] du
             d = depth[i]
             j = top[t]
             while j >= 0 and depth[j] > d:
-                c = below[j]
+                up = below[j]
                 next_sibling[j] = first_child[i]
                 first_child[i] = <int32_t>j
-                j = c
+                j = up
             below[i] = j
             top[t] = <int32_t>i
         # 2. depth-first, each thread's roots in order (the pending chain is
@@ -276,10 +282,10 @@ def walk(const int32_t[::1] thread, const int64_t[::1] ts, const int64_t[::1] du
             node = -1
             j = top[t]
             while j >= 0:
-                c = below[j]
+                up = below[j]
                 next_sibling[j] = node
                 node = j
-                j = c
+                j = up
             # node: the first root; roots chained through next_sibling
             while node >= 0:
                 level = 0
@@ -382,6 +388,19 @@ cdef inline int64_t _rank(const Pair* p, Py_ssize_t count, double q) noexcept no
     return p[r - 1].value
 
 
+def count(const int32_t[::1] ids, Py_ssize_t n):
+    """How many times each id in range(n) occurs (int64 array)."""
+    out = array.array("q", bytes(8 * max(n, 0)))
+    cdef int64_t[::1] o = out
+    cdef Py_ssize_t i
+    cdef int32_t v
+    for i in range(ids.shape[0]):
+        v = ids[i]
+        if 0 <= v < n:
+            o[v] += 1
+    return out
+
+
 def distribution(const int32_t[::1] group, const int64_t[::1] value):
     """{group: (count, total, max, p50, p90, p99)} of the values of each
     group (nearest-rank percentiles)."""
@@ -414,15 +433,3 @@ def distribution(const int32_t[::1] group, const int64_t[::1] value):
         free(p)
     return out
 
-
-def remap(const int32_t[::1] ids, const int32_t[::1] table):
-    """table[ids[i]] for every i (-1 where ids[i] is outside the table)."""
-    cdef Py_ssize_t n = ids.shape[0], i
-    cdef Py_ssize_t m = table.shape[0]
-    cdef int32_t v
-    out = array.array("i", bytes(4 * n))
-    cdef int32_t[::1] o = out
-    for i in range(n):
-        v = ids[i]
-        o[i] = table[v] if 0 <= v < m else -1
-    return out

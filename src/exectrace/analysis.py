@@ -72,17 +72,21 @@ def _walk(trace: Trace, lo: int, hi: int, raw: bool = False) -> dict[str, Any]:
     slot, uuids, _counts = trace.track_index()
     mask = trace.thread_mask()
     thread_of_slot = array.array("i", [-1] * len(uuids))
-    thread_uuids = [u for u, m in zip(uuids, mask) if m]
-    for t, u in enumerate(thread_uuids):
-        thread_of_slot[uuids.index(u)] = t
-    thread = _summarize.remap(slot, thread_of_slot)
-    key, quads = _summarize.keys(c.s_name, c.s_cat, c.s_file, c.s_line)
+    thread_uuids = []
+    for index, (u, m) in enumerate(zip(uuids, mask)):
+        if m:
+            thread_of_slot[index] = len(thread_uuids)
+            thread_uuids.append(u)
+    key, quads = trace.slice_keys()
     kinds = _kinds(trace, quads)
     wanted = array.array("b", [cat >= 0 and "region" in strings[cat].split(",") for _n, cat, _f, _l in quads])
-    regions = _summarize.select(key, wanted) if any(wanted) else array.array("q")
+    # user regions on threads' tracks: (name, start, duration)
+    regions = [(strings[quads[key[i]][0]], c.s_ts[i], c.s_dur[i])
+               for i in (_summarize.select(key, wanted) if any(wanted) else ())
+               if mask[slot[i]]]
     (k_calls, k_incl, k_self, t_stats, b_caller, b_callee, b_thread, b_dur,
-     b_clip) = _summarize.walk(thread, c.s_ts, c.s_dur, c.s_depth, key, kinds, len(thread_uuids), lo, hi)
-    del thread, key
+     b_clip) = _summarize.walk(slot, thread_of_slot, c.s_ts, c.s_dur, c.s_depth, key, kinds,
+                               len(thread_uuids), lo, hi)
 
     functions: dict[tuple[int, int, int], dict[str, Any]] = {}
     for k, (name, _cat, file, line) in enumerate(quads):
@@ -300,16 +304,10 @@ def _asyncio(trace: Trace, top: int, slow_step_ns: Optional[int], lo: int, hi: i
             "_latency": [_distribution(name, v) for name, v in by_coroutine.items()]}
 
 
-def _regions(trace: Trace, indices: Any, lo: int, hi: int) -> list[dict[str, Any]]:
+def _regions(regions: list[tuple[str, int, int]], lo: int, hi: int) -> list[dict[str, Any]]:
     """User regions on threads' tracks, by name: count, total, max, percentiles."""
-    c = trace.columns
-    strings = trace.strings
-    durations: dict[str, list[int]] = defaultdict(list)
-    for i in indices:
-        if c.s_ts[i] > hi or c.s_ts[i] + c.s_dur[i] < lo:
-            continue
-        durations[strings[c.s_name[i]]].append(c.s_dur[i])
-    return sorted((_distribution(name, v) for name, v in durations.items()), key=lambda r: -r["total_ns"])
+    return sorted((_distribution(name, v) for name, v in _region_durations(regions, lo, hi).items()),
+                  key=lambda r: -r["total_ns"])
 
 
 def _counters(trace: Trace, lo: int, hi: int) -> dict[str, dict[str, Any]]:
@@ -407,7 +405,7 @@ def summarize(trace: Trace, top: int = 20, slow_step_ns: Optional[int] = None,
     by_self = sorted(funcs, key=lambda f: -f["self_ns"])[:top]
     asyncio_section = _asyncio(trace, top, slow_step_ns, lo, hi)
     step_latency = asyncio_section.pop("_latency")
-    regions = _regions(trace, walked["regions"], lo, hi)
+    regions = _regions(walked["regions"], lo, hi)
     task_durations: dict[str, list[int]] = defaultdict(list)
     tasks = []
     for span in trace.spans():
@@ -472,7 +470,7 @@ def summarize(trace: Trace, top: int = 20, slow_step_ns: Optional[int] = None,
             "functions": [public(f) for f in funcs],
             "blocking": [public(b) for b in blocking_rows],
             "durations": {
-                "regions": _region_durations(trace, walked["regions"], lo, hi),
+                "regions": _region_durations(walked["regions"], lo, hi),
                 "tasks": dict(task_durations),
                 "asyncio_steps": _step_durations(trace, lo, hi),
                 "blocking": {"\x00".join(k): v for k, v in walked["raw_sites"].items()},
@@ -484,15 +482,12 @@ def summarize(trace: Trace, top: int = 20, slow_step_ns: Optional[int] = None,
     return result
 
 
-def _region_durations(trace: Trace, indices: Any, lo: int, hi: int) -> dict[str, list[int]]:
-    """The durations behind _regions' rows, by name."""
-    c = trace.columns
-    strings = trace.strings
+def _region_durations(regions: list[tuple[str, int, int]], lo: int, hi: int) -> dict[str, list[int]]:
+    """The durations of the regions overlapping [lo, hi], by name."""
     durations: dict[str, list[int]] = defaultdict(list)
-    for i in indices:
-        if c.s_ts[i] > hi or c.s_ts[i] + c.s_dur[i] < lo:
-            continue
-        durations[strings[c.s_name[i]]].append(c.s_dur[i])
+    for name, start, dur in regions:
+        if start <= hi and start + dur >= lo:
+            durations[name].append(dur)
     return dict(durations)
 
 

@@ -233,10 +233,10 @@ class Trace:
         #: Slices that were still open where the file ended.
         self.unfinished: int = columns.unfinished
         self.tracks: dict[int, dict[str, Any]] = columns.tracks
-        self._meta_index = self._find_window_slice()
         self._track_index: Optional[tuple[Any, list[int], Any]] = None
         self._other: Optional[Any] = None
         self._coverage: Optional[tuple[int, int]] = None
+        self._meta_index = self._find_window_slice()
         self.metadata = self._metadata()
         self.threads = self._threads()
         #: Why reading stopped early or what is missing (a damaged or
@@ -267,8 +267,25 @@ class Trace:
         """(track index of each slice, track uuid of each index, slices per
         index), made natively once."""
         if self._track_index is None:
-            self._track_index = _summarize.tracks(self.columns.s_track)
+            c = self.columns
+            if hasattr(c, "s_slot"):  # exectrace._decode's columns
+                uuids = c.slot_uuids
+                self._track_index = (c.s_slot, uuids, _summarize.count(c.s_slot, len(uuids)))
+            else:
+                self._track_index = _summarize.tracks(c.s_track)
         return self._track_index
+
+    def slice_keys(self) -> tuple[Any, list[tuple[int, int, int, int]]]:
+        """(key of each slice, (name, category, file, line) of each key)."""
+        c = self.columns
+        if hasattr(c, "s_key"):
+            return c.s_key, c.key_quads
+        return _summarize.keys(c.s_name, c.s_cat, c.s_file, c.s_line)
+
+    def _slice_track(self, i: int) -> int:
+        """The track uuid of slice i (without making the s_track column)."""
+        slot, uuids, _counts = self.track_index()
+        return uuids[slot[i]]
 
     def thread_mask(self) -> Any:
         """Per track index: 1 for a thread's track."""
@@ -309,20 +326,16 @@ class Trace:
         return (track or {}).get("name") or f"track {uuid}"
 
     def _find_window_slice(self) -> Optional[int]:
-        c = self.columns
         try:
             name = self.strings.index(WINDOW_SLICE)
         except ValueError:
             return None
-        names: list[int] = c.s_name.tolist()  # list.index takes a start on every version
-        i = -1
-        while True:
-            try:
-                i = names.index(name, i + 1)
-            except ValueError:
-                return None
-            if self._track_name(c.s_track[i]) == META_TRACK:
+        key, quads = self.slice_keys()
+        wanted = array.array("b", [q[0] == name for q in quads])
+        for i in _summarize.select(key, wanted):
+            if self._track_name(self._slice_track(i)) == META_TRACK:
                 return i
+        return None
 
     def _metadata(self) -> Metadata:
         c = self.columns
@@ -399,7 +412,7 @@ class Trace:
         c = self.columns
         events = []
         for i in self._other_slices():
-            if self._track_name(c.s_track[i]) != GC_TRACK:
+            if self._track_name(self._slice_track(i)) != GC_TRACK:
                 continue
             args = c.args[c.s_args[i]] if c.s_args[i] >= 0 else {}
             events.append(
@@ -437,12 +450,14 @@ class Trace:
         that are not threads'."""
         c = self.columns
         s = self.strings
+        key, quads = self.slice_keys()
         for i in self._other_slices():
-            cat = s[c.s_cat[i]] if c.s_cat[i] >= 0 else ""
+            name, cat_index, _file, _line = quads[key[i]]
+            cat = s[cat_index] if cat_index >= 0 else ""
             if category not in cat.split(","):
                 continue
             args = c.args[c.s_args[i]] if c.s_args[i] >= 0 else {}
-            yield i, args, s[c.s_name[i]], self._track_name(c.s_track[i])
+            yield i, args, s[name], self._track_name(self._slice_track(i))
 
     def steps(self) -> list[Step]:
         """asyncio task steps, by start time."""
@@ -461,9 +476,10 @@ class Trace:
         their task's track (category "region"), by start time."""
         c = self.columns
         s = self.strings
+        key, quads = self.slice_keys()
         spans = [
             Span(name=name, track=track, start_ns=c.s_ts[i], dur_ns=c.s_dur[i],
-                 category=s[c.s_cat[i]], args=args)
+                 category=s[quads[key[i]][1]], args=args)
             for category in ("task", "region")
             for i, args, name, track in self._track_slices(category)
         ]
