@@ -72,7 +72,7 @@ def _walk(trace: Trace, lo: int, hi: int, raw: bool = False) -> dict[str, Any]:
     slot, uuids, _counts = trace.track_index()
     mask = trace.thread_mask()
     thread_of_slot = array.array("i", [-1] * len(uuids))
-    thread_uuids = []
+    thread_uuids: list[int] = []
     for index, (u, m) in enumerate(zip(uuids, mask)):
         if m:
             thread_of_slot[index] = len(thread_uuids)
@@ -121,9 +121,9 @@ def _walk(trace: Trace, lo: int, hi: int, raw: bool = False) -> dict[str, Any]:
         group[i] = sites.setdefault(site, len(sites))
     raw_sites: dict[tuple[str, str, str], list[int]] = {}
     if raw:
-        index = list(sites)
+        site_list = list(sites)
         for g, d in zip(group, b_dur):
-            raw_sites.setdefault(index[g], []).append(d)
+            raw_sites.setdefault(site_list[g], []).append(d)
     dist = _summarize.distribution(group, b_dur)
     clipped = _summarize.distribution(group, b_clip)
     blocking = {}

@@ -285,7 +285,7 @@ class Trace:
     def _slice_track(self, i: int) -> int:
         """The track uuid of slice i (without making the s_track column)."""
         slot, uuids, _counts = self.track_index()
-        return uuids[slot[i]]
+        return int(uuids[slot[i]])
 
     def thread_mask(self) -> Any:
         """Per track index: 1 for a thread's track."""
