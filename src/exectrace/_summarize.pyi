@@ -31,3 +31,9 @@ def walk(slot: array[int], thread_of_slot: array[int], ts: array[int], dur: arra
 
 def distribution(group: array[int], value: array[int], /) -> dict[int, tuple[int, int, int, int, int, int]]:
     """{group: (count, total, max, p50, p90, p99)} (nearest-rank percentiles)."""
+
+def call_tree(slot: array[int], thread_of_slot: array[int], ts: array[int], dur: array[int], depth: array[int],
+              key: array[int], loc_of_key: array[int], reason_of_key: array[int], n_threads: int,
+              covered_from: int, /) -> tuple[array[int], array[int], array[int], array[int], array[int]]:
+    """The merged call tree of every thread: per node (parent, location, wall
+    ns, blocked ns, reason); nodes 0 .. n_threads - 1 are the threads' roots."""

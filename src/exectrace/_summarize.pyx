@@ -433,3 +433,169 @@ def distribution(const int32_t[::1] group, const int64_t[::1] value):
         free(p)
     return out
 
+
+
+cdef int _grow_nodes(int64_t** wall, int64_t** blocked, int8_t** reason, Py_ssize_t* cap,
+                     Py_ssize_t need) except -1:
+    cdef Py_ssize_t n = cap[0], j
+    if need <= n:
+        return 0
+    while n < need:
+        n = max(<Py_ssize_t>1024, n * 2)
+    wall[0] = <int64_t*>_grow(wall[0], n * sizeof(int64_t))
+    blocked[0] = <int64_t*>_grow(blocked[0], n * sizeof(int64_t))
+    reason[0] = <int8_t*>_grow(reason[0], n * sizeof(int8_t))
+    for j in range(cap[0], n):
+        wall[0][j] = 0
+        blocked[0][j] = 0
+        reason[0][j] = -1
+    cap[0] = n
+    return 0
+
+
+def call_tree(const int32_t[::1] slot, const int32_t[::1] thread_of_slot, const int64_t[::1] ts,
+              const int64_t[::1] dur, const int32_t[::1] depth, const int32_t[::1] key,
+              const int32_t[::1] loc_of_key, const int8_t[::1] reason_of_key, int n_threads,
+              int64_t covered_from):
+    """The merged call tree of every thread (pprof's samples): nodes 0 ..
+    n_threads - 1 are the threads' roots; every other node is a (parent node,
+    location) with the self time of the calls at that stack, clipped to
+    start no earlier than covered_from, and the part of it blocked.
+
+    Returns (parent, location, wall ns, blocked ns, reason) per node (arrays;
+    reason -1: the location does not block)."""
+    cdef Py_ssize_t n = ts.shape[0], i
+    cdef Py_ssize_t n_slots = thread_of_slot.shape[0]
+    cdef int n_keys = loc_of_key.shape[0]
+    cdef int32_t sl, t, d, j, c, up, node, level, cap, parent_node, kk
+    cdef int64_t own, s0, e0
+    cdef Table nodes
+    cdef int64_t* wall = NULL
+    cdef int64_t* blocked = NULL
+    cdef int8_t* reason = NULL
+    cdef Py_ssize_t node_cap = 0
+    cdef int32_t* first_child = <int32_t*>malloc(max(n, 1) * sizeof(int32_t))
+    cdef int32_t* next_sibling = <int32_t*>malloc(max(n, 1) * sizeof(int32_t))
+    cdef int32_t* below = next_sibling
+    cdef int32_t* top = <int32_t*>malloc(max(n_threads, 1) * sizeof(int32_t))
+    cdef int32_t* frames = NULL      # slice at each level
+    cdef int32_t* at = NULL          # node at each level
+    cdef int32_t* cursor = NULL
+    cdef int8_t* blocking = NULL     # the slice at each level blocks
+    table_init(&nodes)
+    try:
+        if first_child == NULL or next_sibling == NULL or top == NULL:
+            raise MemoryError()
+        _grow_nodes(&wall, &blocked, &reason, &node_cap, n_threads + 1)
+        for t in range(n_threads):
+            top[t] = -1
+        for i in range(n):
+            sl = slot[i]
+            t = thread_of_slot[sl] if 0 <= sl < n_slots else -1
+            first_child[i] = -1
+            next_sibling[i] = -1
+            if t < 0 or t >= n_threads:
+                continue
+            d = depth[i]
+            j = top[t]
+            while j >= 0 and depth[j] > d:
+                up = below[j]
+                next_sibling[j] = first_child[i]
+                first_child[i] = <int32_t>j
+                j = up
+            below[i] = j
+            top[t] = <int32_t>i
+        cap = 64
+        frames = <int32_t*>malloc(cap * sizeof(int32_t))
+        at = <int32_t*>malloc(cap * sizeof(int32_t))
+        cursor = <int32_t*>malloc(cap * sizeof(int32_t))
+        blocking = <int8_t*>malloc(cap * sizeof(int8_t))
+        if frames == NULL or at == NULL or cursor == NULL or blocking == NULL:
+            raise MemoryError()
+        for t in range(n_threads):
+            node = -1
+            j = top[t]
+            while j >= 0:
+                up = below[j]
+                next_sibling[j] = node
+                node = j
+                j = up
+            while node >= 0:
+                # level 0 is the thread's root node; slices from level 1
+                level = 1
+                at[0] = t
+                blocking[0] = 0
+                frames[1] = node
+                cursor[1] = -2
+                while level >= 1:
+                    j = frames[level]
+                    if cursor[level] == -2:  # enter j
+                        kk = key[j]
+                        s0 = ts[j]
+                        e0 = s0 + dur[j]
+                        if s0 < covered_from:
+                            s0 = covered_from
+                        own = e0 - s0 if e0 > s0 else 0
+                        parent_node = at[level - 1]
+                        c = -1
+                        if 0 <= kk < n_keys:
+                            c = n_threads + table_id(&nodes, parent_node, loc_of_key[kk])
+                            _grow_nodes(&wall, &blocked, &reason, &node_cap, c + 1)
+                            reason[c] = reason_of_key[kk]
+                        if c >= 0:
+                            at[level] = c
+                            wall[c] += own
+                            wall[parent_node] -= own
+                            blocking[level] = reason_of_key[kk] >= 0
+                            if blocking[level]:
+                                blocked[c] += own
+                            if blocking[level - 1]:
+                                blocked[parent_node] -= own
+                        else:
+                            at[level] = parent_node
+                            blocking[level] = blocking[level - 1]
+                        cursor[level] = first_child[j]
+                    c = cursor[level]
+                    if c >= 0:
+                        cursor[level] = next_sibling[c]
+                        level += 1
+                        if level == cap:
+                            cap *= 2
+                            frames = <int32_t*>_grow(frames, cap * sizeof(int32_t))
+                            at = <int32_t*>_grow(at, cap * sizeof(int32_t))
+                            cursor = <int32_t*>_grow(cursor, cap * sizeof(int32_t))
+                            blocking = <int8_t*>_grow(blocking, cap * sizeof(int8_t))
+                        frames[level] = c
+                        cursor[level] = -2
+                        continue
+                    level -= 1
+                node = next_sibling[node]
+        total = n_threads + nodes.n
+        parent = array.array("i", bytes(4 * total))
+        location = array.array("i", bytes(4 * total))
+        walls = array.array("q", bytes(8 * total))
+        blockeds = array.array("q", bytes(8 * total))
+        reasons = array.array("b", bytes(total))
+        for i in range(total):
+            walls[i] = wall[i]
+            blockeds[i] = blocked[i]
+            reasons[i] = reason[i]
+            if i < n_threads:
+                parent[i] = -1
+                location[i] = 0
+            else:
+                parent[i] = <int32_t>nodes.keys[2 * (i - n_threads)]
+                location[i] = <int32_t>nodes.keys[2 * (i - n_threads) + 1]
+    finally:
+        table_free(&nodes)
+        free(wall)
+        free(blocked)
+        free(reason)
+        free(first_child)
+        free(next_sibling)
+        free(top)
+        free(frames)
+        free(at)
+        free(cursor)
+        free(blocking)
+    return parent, location, walls, blockeds, reasons

@@ -69,14 +69,9 @@ def _walk(trace: Trace, lo: int, hi: int, raw: bool = False) -> dict[str, Any]:
     """Every thread's calls, clipped to [lo, hi) (native: exectrace._summarize)."""
     c = trace.columns
     strings = trace.strings
-    slot, uuids, _counts = trace.track_index()
+    slot = trace.track_index()[0]
     mask = trace.thread_mask()
-    thread_of_slot = array.array("i", [-1] * len(uuids))
-    thread_uuids: list[int] = []
-    for index, (u, m) in enumerate(zip(uuids, mask)):
-        if m:
-            thread_of_slot[index] = len(thread_uuids)
-            thread_uuids.append(u)
+    thread_of_slot, thread_uuids = trace.thread_slots()
     key, quads = trace.slice_keys()
     kinds = _kinds(trace, quads)
     wanted = array.array("b", [cat >= 0 and "region" in strings[cat].split(",") for _n, cat, _f, _l in quads])

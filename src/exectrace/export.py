@@ -25,6 +25,7 @@ shown on stderr while the slices are converted.
 
 from __future__ import annotations
 
+import array
 import gzip
 import io
 import json
@@ -35,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any, Optional, Union
 
+from exectrace import _summarize
 from exectrace._protowire import field_bytes, field_varint, varint
 from exectrace.blocking import REASONS, reason_of_slice
 from exectrace.reader import Trace
@@ -434,95 +436,34 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None, reason: Option
     Times are clipped to the span the records cover (trace.coverage): a
     frame open when coverage began counts only its covered part."""
     selected = _reasons(reason)
-    c = trace.columns
     strings = trace.strings
     tracks = trace.tracks
-    order = slice_order(trace)
-    meter = _Progress(len(order), "exectrace convert", progress)
-
-    by_track: dict[int, list[int]] = {}
-    thread_tracks = {uuid for uuid, t in tracks.items() if t.get("kind") == "thread"}
-    s_track = c.s_track.tolist()
-    for i in order:
-        track = s_track[i]
-        if track in thread_tracks:
-            lst = by_track.get(track)
-            if lst is None:
-                lst = by_track[track] = []
-            lst.append(i)
-
-    # call tree: node -> (parent node, location); node 0.. are the threads' roots
-    tree: dict[tuple[int, int], int] = {}
-    parent_of: list[int] = []
-    loc_of_node: list[int] = []
-    wall: list[int] = []
-    blocked: list[int] = []
-    node_reason: list[Optional[str]] = []
-    root_thread: dict[int, tuple[str, int]] = {}  # root node -> (thread name, tid)
+    c = trace.columns
+    thread_of_slot, thread_uuids = trace.thread_slots()
+    slot = trace.track_index()[0]
+    key, quads = trace.slice_keys()
+    # each key's location id (one per (name, file, line)) and blocking reason
     locations: dict[tuple[int, int, int], int] = {}  # (name, file, line) -> location id
-
-    s_ts, s_dur, s_depth = c.s_ts.tolist(), c.s_dur.tolist(), c.s_depth.tolist()
+    loc_of_key = array.array("i", bytes(4 * len(quads)))
+    reason_of_key = array.array("b", bytes(len(quads)))
+    for k, (name, cat, file, line) in enumerate(quads):
+        loc = locations.get((name, file, line))
+        if loc is None:
+            loc = locations[(name, file, line)] = len(locations) + 1
+        loc_of_key[k] = loc
+        why = reason_of_slice(strings[name] if name >= 0 else "", strings[cat] if cat >= 0 else "")
+        reason_of_key[k] = REASONS.index(why) if why is not None else -1
     covered_from = trace.coverage[0]
-    # the covered part of each slice (all of it unless records were lost)
-    s_clip = s_dur if covered_from <= trace.metadata.start_ns else [
-        d if t >= covered_from else max(0, t + d - covered_from) for t, d in zip(s_ts, s_dur)]
-    # each slice's (location id, blocking reason), one tuple per function
-    site_of: dict[tuple[int, int, int, int], tuple[int, Optional[str]]] = {}
-    sites = []
-    for key in zip(c.s_name.tolist(), c.s_cat.tolist(), c.s_file.tolist(), c.s_line.tolist()):
-        site = site_of.get(key)
-        if site is None:
-            name, cat, file, line = key
-            loc = locations.get((name, file, line))
-            if loc is None:
-                loc = locations[(name, file, line)] = len(locations) + 1
-            why = reason_of_slice(strings[name] if name >= 0 else "", strings[cat] if cat >= 0 else "")
-            site = site_of[key] = (loc, why)
-        sites.append(site)
-    done = 0
-    for track, indices in by_track.items():
-        t = tracks[track]
-        root = len(parent_of)
-        parent_of.append(-1)
-        loc_of_node.append(0)
-        wall.append(0)
-        blocked.append(0)
-        node_reason.append(None)
-        root_thread[root] = (t.get("name") or f"thread {t.get('tid') or track}", int(t.get("tid") or 0))
-        # the open calls, innermost last: (depth, end, node, blocking)
-        stack: list[tuple[int, int, int, bool]] = []
-        top: tuple[int, int, int, bool] = (-1, 0, root, False)
-        for start in range(0, len(indices), _PROGRESS_STEP):
-            for i in indices[start:start + _PROGRESS_STEP]:
-                depth = s_depth[i]
-                ts = s_ts[i]
-                while stack and (top[0] >= depth or top[1] < ts):
-                    stack.pop()
-                    top = stack[-1] if stack else (-1, 0, root, False)
-                parent = top[2]
-                loc, why = sites[i]
-                is_blocking = why is not None
-                node = tree.get((parent, loc))
-                if node is None:
-                    node = tree[(parent, loc)] = len(parent_of)
-                    parent_of.append(parent)
-                    loc_of_node.append(loc)
-                    wall.append(0)
-                    blocked.append(0)
-                    node_reason.append(why)
-                dur = s_clip[i]
-                wall[node] += dur
-                wall[parent] -= dur
-                if is_blocking:
-                    blocked[node] += dur
-                if top[3]:
-                    blocked[parent] -= dur
-                top = (depth, ts + s_dur[i], node, is_blocking)
-                stack.append(top)
-            meter.update(done + min(start + _PROGRESS_STEP, len(indices)))
-        done += len(indices)
-        meter.update(done)
-    meter.done()
+    if covered_from <= trace.metadata.start_ns:
+        covered_from = -(2**63)  # nothing lost: no clipping
+    # the merged call tree, natively (exectrace._summarize)
+    parent_of, loc_of_node, wall, blocked, node_reason = _summarize.call_tree(
+        slot, thread_of_slot, c.s_ts, c.s_dur, c.s_depth, key, loc_of_key, reason_of_key,
+        len(thread_uuids), covered_from)
+    root_thread: dict[int, tuple[str, int]] = {}  # root node -> (thread name, tid)
+    for root, uuid in enumerate(thread_uuids):
+        t = tracks[uuid]
+        root_thread[root] = (t.get("name") or f"thread {t.get('tid') or uuid}", int(t.get("tid") or 0))
 
     st = _Strings()
     out = bytearray()
@@ -538,7 +479,7 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None, reason: Option
         if selected is None:
             values = [w, b]
         else:
-            values = [b if node_reason[node] == r else 0 for r in selected]
+            values = [b if node_reason[node] == REASONS.index(r) else 0 for r in selected]
         if not any(values):
             continue
         frames: list[int] = []  # leaf first

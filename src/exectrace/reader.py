@@ -292,6 +292,19 @@ class Trace:
         _slot, uuids, _counts = self.track_index()
         return array.array("b", [(self.tracks.get(u) or {}).get("kind") == "thread" for u in uuids])
 
+    def thread_slots(self) -> tuple[Any, list[int]]:
+        """(thread index of each track index, -1 for tracks not a thread's;
+        the uuid of each thread index)."""
+        _slot, uuids, _counts = self.track_index()
+        mask = self.thread_mask()
+        thread_of_slot = array.array("i", [-1] * len(uuids))
+        thread_uuids: list[int] = []
+        for index, (u, m) in enumerate(zip(uuids, mask)):
+            if m:
+                thread_of_slot[index] = len(thread_uuids)
+                thread_uuids.append(u)
+        return thread_of_slot, thread_uuids
+
     def _other_slices(self) -> Any:
         """Indices of the slices not on a thread's track (GC, asyncio
         tasks, user tasks, the window): few, found natively."""
