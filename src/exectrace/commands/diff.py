@@ -39,7 +39,8 @@ def side(arg: str) -> dict[str, Any]:
         return dict(result)
     paths = trace_paths([arg])
     if not paths:
-        raise ExectraceError(f"no trace files in {arg}")
+        raise ExectraceError(f"no trace files in {arg} (give a trace file, or a dump directory holding "
+                             "executiontrace.*.out files, e.g. ./executiontrace_dump)")
     return summarize_many(paths, 1 << 30, None)
 
 

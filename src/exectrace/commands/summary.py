@@ -146,8 +146,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         paths = trace_paths(args.files, since, until)
         if not paths:
-            raise ExectraceError(f"no trace files in {' '.join(args.files)}"
-                                 + (" in that time span" if since is not None or until is not None else ""))
+            span = " in that time span" if since is not None or until is not None else ""
+            raise ExectraceError(f"no trace files{span} in {' '.join(args.files)} (give a trace file, or a dump "
+                                 "directory holding executiontrace.*.out files, e.g. ./executiontrace_dump)")
         if len(paths) > 1 and _isatty(sys.stderr):
             print(f"exectrace summary: reading {len(paths)} files...", file=sys.stderr, end="\r", flush=True)
         summary = summarize_many(paths, top, slow_step, args.jobs)
