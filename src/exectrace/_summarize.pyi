@@ -37,3 +37,16 @@ def call_tree(slot: array[int], thread_of_slot: array[int], ts: array[int], dur:
               covered_from: int, /) -> tuple[array[int], array[int], array[int], array[int], array[int]]:
     """The merged call tree of every thread: per node (parent, location, wall
     ns, blocked ns, reason); nodes 0 .. n_threads - 1 are the threads' roots."""
+
+def time_order(ts: array[int], depth: array[int], /) -> array[int]:
+    """Slice indices by (start, depth, index)."""
+
+def nonnegative(values: array[int], /) -> array[int]:
+    """Indices of the values >= 0."""
+
+def chrome_x(order: array[int], start: int, stop: int, slot: array[int], key: array[int], ts: array[int],
+             dur: array[int], prefixes: list[bytes], tails: list[bytes], overrides: dict[int, bytes], /) -> str:
+    """Chrome "X" events of the slices order[start:stop], joined by ",\\n"."""
+
+def below(values: array[int], limit: int, /) -> array[int]:
+    """Indices of the values < limit."""

@@ -599,3 +599,152 @@ def call_tree(const int32_t[::1] slot, const int32_t[::1] thread_of_slot, const 
         free(cursor)
         free(blocking)
     return parent, location, walls, blockeds, reasons
+
+
+cdef struct Order:
+    int64_t ts
+    int32_t depth
+    int32_t index
+
+
+cdef int _by_time(const void* a, const void* b) noexcept nogil:
+    cdef const Order* x = <const Order*>a
+    cdef const Order* y = <const Order*>b
+    if x.ts != y.ts:
+        return -1 if x.ts < y.ts else 1
+    if x.depth != y.depth:
+        return -1 if x.depth < y.depth else 1
+    return -1 if x.index < y.index else (1 if x.index > y.index else 0)
+
+
+def time_order(const int64_t[::1] ts, const int32_t[::1] depth):
+    """Slice indices (int64 array) by (start, depth, index): on every track an
+    enclosing call before the calls it encloses, even at the same ns."""
+    cdef Py_ssize_t n = ts.shape[0], i
+    cdef Order* o = <Order*>malloc(max(n, 1) * sizeof(Order))
+    if o == NULL:
+        raise MemoryError()
+    out = array.array("q", bytes(8 * n))
+    cdef int64_t[::1] r = out
+    try:
+        for i in range(n):
+            o[i].ts = ts[i]
+            o[i].depth = depth[i]
+            o[i].index = <int32_t>i
+        qsort(o, n, sizeof(Order), _by_time)
+        for i in range(n):
+            r[i] = o[i].index
+    finally:
+        free(o)
+    return out
+
+
+def nonnegative(const int32_t[::1] values):
+    """Indices (int64 array) of the values >= 0."""
+    cdef Py_ssize_t n = values.shape[0], i, count = 0
+    for i in range(n):
+        if values[i] >= 0:
+            count += 1
+    out = array.array("q", bytes(8 * count))
+    cdef int64_t[::1] o = out
+    count = 0
+    for i in range(n):
+        if values[i] >= 0:
+            o[count] = i
+            count += 1
+    return out
+
+
+cdef inline char* _put(char* p, const char* s, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t i
+    for i in range(n):
+        p[i] = s[i]
+    return p + n
+
+
+cdef inline char* _put_us(char* p, int64_t ns) noexcept:
+    """ns as microseconds with three decimals ("-" first when negative)."""
+    cdef char digits[24]
+    cdef int k = 0
+    cdef uint64_t v
+    if ns < 0:
+        p[0] = 45  # '-'
+        p += 1
+        v = <uint64_t>(-(ns + 1)) + 1
+    else:
+        v = <uint64_t>ns
+    cdef uint64_t whole = v // 1000, frac = v % 1000
+    if whole == 0:
+        digits[k] = 48
+        k += 1
+    while whole:
+        digits[k] = <char>(48 + whole % 10)
+        whole //= 10
+        k += 1
+    while k:
+        k -= 1
+        p[0] = digits[k]
+        p += 1
+    p[0] = 46  # '.'
+    p[1] = <char>(48 + frac // 100)
+    p[2] = <char>(48 + (frac // 10) % 10)
+    p[3] = <char>(48 + frac % 10)
+    return p + 4
+
+
+def chrome_x(const int64_t[::1] order, Py_ssize_t start, Py_ssize_t stop, const int32_t[::1] slot,
+             const int32_t[::1] key, const int64_t[::1] ts, const int64_t[::1] dur, list prefixes,
+             list tails, dict overrides):
+    """Chrome "X" events of the slices order[start:stop], joined by ",\\n":
+    prefixes[slot] + ts + ',"dur":' + dur + "," + tail, where the tail is
+    overrides[index] if present, else tails[key] (ASCII bytes throughout)."""
+    cdef Py_ssize_t i, j, size = 0, n_slots = len(prefixes), n_keys = len(tails)
+    cdef bytes pre, tail
+    cdef dict none = {}
+    stop = min(stop, order.shape[0])
+    if start >= stop:
+        return ""
+    for i in range(start, stop):
+        j = order[i]
+        pre = prefixes[slot[j]]
+        tail = overrides.get(j) if overrides else None
+        if tail is None:
+            tail = tails[key[j]]
+        size += len(pre) + len(tail) + 64
+    buf = bytearray(size)
+    cdef char* base = buf
+    cdef char* p = base
+    for i in range(start, stop):
+        j = order[i]
+        if i > start:
+            p[0] = 44  # ','
+            p[1] = 10  # '\n'
+            p += 2
+        pre = prefixes[slot[j]]
+        tail = overrides.get(j) if overrides else None
+        if tail is None:
+            tail = tails[key[j]]
+        p = _put(p, pre, len(pre))
+        p = _put_us(p, ts[j])
+        p = _put(p, b',"dur":', 7)
+        p = _put_us(p, dur[j] if dur[j] > 0 else 0)
+        p[0] = 44
+        p += 1
+        p = _put(p, tail, len(tail))
+    return buf[:p - base].decode("ascii")
+
+
+def below(const int64_t[::1] values, int64_t limit):
+    """Indices (int64 array) of the values < limit."""
+    cdef Py_ssize_t n = values.shape[0], i, count = 0
+    for i in range(n):
+        if values[i] < limit:
+            count += 1
+    out = array.array("q", bytes(8 * count))
+    cdef int64_t[::1] o = out
+    count = 0
+    for i in range(n):
+        if values[i] < limit:
+            o[count] = i
+            count += 1
+    return out

@@ -92,7 +92,8 @@ def _isatty(stream: Any) -> bool:
 
 def slice_order(trace: Trace) -> list[int]:
     """Indices of all slices in (timestamp, depth) order: on every track an
-    enclosing call comes before the calls it encloses, even at the same ns."""
+    enclosing call comes before the calls it encloses, even at the same ns.
+    (The commands use _summarize.time_order, the same order natively.)"""
     c = trace.columns
     n = len(c.s_ts)
     if n == 0:
@@ -266,23 +267,29 @@ def to_chrome_json(trace: Trace, out: PathOrStream, *, compress: Optional[bool] 
     c = trace.columns
     strings = trace.strings
     tracks = trace.tracks
-    order = slice_order(trace)
+    slot, uuids, counts = trace.track_index()
+    key, quads = trace.slice_keys()
+    order = _summarize.time_order(c.s_ts, c.s_depth)
     threads = _ChromeThreads(trace)
     enc = [_json(s) for s in strings]
     meter = _Progress(len(order), "exectrace convert", progress)
 
     # per-track event prefix; the tracks that are not threads get their
     # pseudo threads first (GC, then the others by name)
-    used = set(c.s_track) | {inst[0] for inst in c.instants}
+    slice_tracks = {u for u, n in zip(uuids, counts) if n}
+    used = slice_tracks | {inst[0] for inst in c.instants}
     for uuid in sorted(used, key=lambda u: ((tracks.get(u) or {}).get("name") != "GC",
                                              str((tracks.get(u) or {}).get("name")), u)):
         threads.thread_of(uuid)
-    prefix: dict[int, str] = {}
-    thread_track: dict[int, bool] = {}
-    for uuid in set(c.s_track):
-        pid, tid = threads.thread_of(uuid)
-        prefix[uuid] = f'{{"ph":"X","pid":{pid},"tid":{tid},"ts":'
-        thread_track[uuid] = (tracks.get(uuid) or {}).get("kind") == "thread"
+    prefixes: list[bytes] = []  # by track index
+    thread_track: list[bool] = []
+    for uuid in uuids:
+        if uuid in slice_tracks:
+            pid, tid = threads.thread_of(uuid)
+            prefixes.append(f'{{"ph":"X","pid":{pid},"tid":{tid},"ts":'.encode("ascii"))
+        else:
+            prefixes.append(b"")
+        thread_track.append((tracks.get(uuid) or {}).get("kind") == "thread")
 
     with _text_output(out, compress) as write:
         write('{"traceEvents":[\n')
@@ -290,49 +297,36 @@ def to_chrome_json(trace: Trace, out: PathOrStream, *, compress: Optional[bool] 
         if head:
             write(",\n".join(head))
         first = not head
-        # The text of each slice but its times, by slice index: one string per
-        # function (and per track) shared by all its calls. Lists, not the
-        # arrays: indexing a list does not make a new int.
+        # The text of each slice but its times: one string per function
+        # (name, category, file, line) shared by all its calls, and one of
+        # its own for the few slices with arguments or not on a thread.
         python_cat = _json(PYTHON_CATEGORY)
-        tail_of: dict[tuple[int, int, int, int], str] = {}
-        tails = []
-        for key in zip(c.s_name.tolist(), c.s_cat.tolist(), c.s_file.tolist(), c.s_line.tolist()):
-            tail = tail_of.get(key)
-            if tail is None:
-                tail = tail_of[key] = _slice_tail(key, enc, python_cat, None)
-            tails.append(tail)
-        s_track = c.s_track.tolist()
-        pre = [prefix[t] for t in s_track]
-        for i, args_i in enumerate(c.s_args.tolist()):
-            track = s_track[i]
-            if args_i >= 0 or not thread_track[track]:  # GC, the window: a few slices
-                key = (c.s_name[i], c.s_cat[i], c.s_file[i], c.s_line[i])
-                default = python_cat if thread_track[track] else _json(
-                    ((tracks.get(track) or {}).get("name") or "track").lower())
-                tails[i] = _slice_tail(key, enc, default, c.args[args_i] if args_i >= 0 else None)
-        ts, dur = c.s_ts.tolist(), c.s_dur.tolist()
+        tails = [_slice_tail(q, enc, python_cat, None).encode("ascii") for q in quads]
+        overrides: dict[int, bytes] = {}
+        for i in sorted(set(_summarize.nonnegative(c.s_args)) | set(trace._other_slices())):
+            args_i = c.s_args[i]
+            track_index = slot[i]
+            default = python_cat if thread_track[track_index] else _json(
+                ((tracks.get(uuids[track_index]) or {}).get("name") or "track").lower())
+            overrides[i] = _slice_tail(quads[key[i]], enc, default,
+                                       c.args[args_i] if args_i >= 0 else None).encode("ascii")
         covered_from = trace.coverage[0]
         if covered_from > trace.metadata.start_ns:  # records were lost: mark the frames open at the cut
-            for i in [i for i, t in enumerate(ts) if t < covered_from and thread_track[s_track[i]]]:
-                key = (c.s_name[i], c.s_cat[i], c.s_file[i], c.s_line[i])
-                extra = dict(c.args[c.s_args[i]]) if c.s_args[i] >= 0 else {}
-                extra["began_before_coverage"] = True
-                tails[i] = _slice_tail(key, enc, python_cat, extra)
-        exact = not order or (min(ts) >= 0 and min(dur) >= 0)
-        for start in range(0, len(order), _CHUNK):
-            part = order[start:start + _CHUNK]
-            if exact:  # ns as µs with three decimals
-                text = ",\n".join([
-                    '%s%d.%03d,"dur":%d.%03d,%s' % (  # noqa: UP031 (twice as fast as f-strings here)
-                        pre[i], ts[i] // 1000, ts[i] % 1000, dur[i] // 1000, dur[i] % 1000, tails[i])
-                    for i in part])
-            else:
-                text = ",\n".join([f'{pre[i]}{_us(ts[i])},"dur":{_us(max(dur[i], 0))},{tails[i]}'
-                                    for i in part])
+            for i in _summarize.below(c.s_ts, covered_from):
+                if thread_track[slot[i]]:
+                    extra = dict(c.args[c.s_args[i]]) if c.s_args[i] >= 0 else {}
+                    extra["began_before_coverage"] = True
+                    overrides[i] = _slice_tail(quads[key[i]], enc, python_cat, extra).encode("ascii")
+        step = _CHUNK * 4
+        for start in range(0, len(order), step):
+            # ns as µs with three decimals, natively
+            text = _summarize.chrome_x(order, start, start + step, slot, key, c.s_ts, c.s_dur, prefixes,
+                                       tails, overrides)
             write(("\n" if first else ",\n") + text)
             first = False
-            meter.update(start + len(part))
-        del tails, pre, ts, dur
+            meter.update(min(start + step, len(order)))
+        count = len(order)
+        del tails, overrides, order
 
         rest: list[str] = []
         for inst in c.instants:
@@ -366,7 +360,7 @@ def to_chrome_json(trace: Trace, out: PathOrStream, *, compress: Optional[bool] 
             meta["exectrace.damage"] = trace.damage
         write('\n],\n"displayTimeUnit":"ns",\n"metadata":' + _json(_clean(meta)) + "}\n")
     meter.done()
-    return len(order)
+    return count
 
 
 def _slice_tail(key: tuple[int, int, int, int], enc: list[str], default_cat: str,
