@@ -463,8 +463,8 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None, reason: Option
     out = bytearray()
     # sample_type = 1, period_type = 11: ValueType{type = 1, unit = 2}
     types = ("wall", "blocked") if selected is None else selected
-    for name in types:
-        out += field_bytes(1, _uint(1, st(name)) + _uint(2, st("nanoseconds")))
+    for type_name in types:
+        out += field_bytes(1, _uint(1, st(type_name)) + _uint(2, st("nanoseconds")))
     thread_key, tid_key = st("thread"), st("tid")
     for node in range(len(parent_of)):
         if loc_of_node[node] == 0:
