@@ -24,10 +24,10 @@ def count(ids: array[int], n: int, /) -> array[int]:
 def walk(slot: array[int], thread_of_slot: array[int], ts: array[int], dur: array[int], depth: array[int], key: array[int],
          kind: array[int], n_threads: int, lo: int, hi: int, /
          ) -> tuple[array[int], array[int], array[int], array[int], array[int], array[int], array[int],
-                    array[int], array[int]]:
+                    array[int], array[int], array[int]]:
     """Every thread's calls clipped to [lo, hi): per key calls, inclusive and
     self ns; per thread (calls, python, C, blocked per reason) ns; each
-    blocking call's caller key, callee key, thread, duration, covered ns."""
+    blocking call's caller key, callee key, thread, duration, covered ns, start."""
 
 def distribution(group: array[int], value: array[int], /) -> dict[int, tuple[int, int, int, int, int, int]]:
     """{group: (count, total, max, p50, p90, p99)} (nearest-rank percentiles)."""

@@ -213,7 +213,8 @@ def walk(const int32_t[::1] slot, const int32_t[::1] thread_of_slot, const int64
     Returns (per key: calls, inclusive ns, self ns as int64 arrays;
     per thread: calls, python ns, C ns, blocked ns per reason (array of
     n_threads * (3 + N_REASONS)); blocking calls: caller key (-1 at the
-    bottom of a thread), callee key, thread, duration (full), overlap ns)."""
+    bottom of a thread), callee key, thread, duration (full), overlap ns,
+    start)."""
     cdef Py_ssize_t n = ts.shape[0], i
     cdef Py_ssize_t n_slots = thread_of_slot.shape[0]
     cdef int32_t sl
@@ -228,9 +229,10 @@ def walk(const int32_t[::1] slot, const int32_t[::1] thread_of_slot, const int64
     b_thread = array.array("i")
     b_dur = array.array("q")
     b_clip = array.array("q")
+    b_start = array.array("q")
     cdef int64_t[::1] kc = k_calls, ki = k_incl, ks = k_self, st = t_stats
     if n == 0 or n_threads <= 0:
-        return k_calls, k_incl, k_self, t_stats, b_caller, b_callee, b_thread, b_dur, b_clip
+        return k_calls, k_incl, k_self, t_stats, b_caller, b_callee, b_thread, b_dur, b_clip, b_start
 
     cdef int32_t* first_child = <int32_t*>malloc(n * sizeof(int32_t))
     # next_sibling[i]: the next child of i's parent. Until i has a parent it
@@ -342,6 +344,7 @@ def walk(const int32_t[::1] slot, const int32_t[::1] thread_of_slot, const int64
                             b_thread.append(t)
                             b_dur.append(dur[j])
                             b_clip.append(_overlap(s0, e0, lo, hi))
+                            b_start.append(s0)
                     level -= 1
                 node = next_sibling[node]
     finally:
@@ -353,7 +356,7 @@ def walk(const int32_t[::1] slot, const int32_t[::1] thread_of_slot, const int64
         free(frames)
         free(remaining)
         free(cursor)
-    return k_calls, k_incl, k_self, t_stats, b_caller, b_callee, b_thread, b_dur, b_clip
+    return k_calls, k_incl, k_self, t_stats, b_caller, b_callee, b_thread, b_dur, b_clip, b_start
 
 
 cdef void* _grow(void* p, size_t size) except NULL:

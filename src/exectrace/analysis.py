@@ -80,7 +80,7 @@ def _walk(trace: Trace, lo: int, hi: int, raw: bool = False) -> dict[str, Any]:
                for i in (_summarize.select(key, wanted) if any(wanted) else ())
                if mask[slot[i]]]
     (k_calls, k_incl, k_self, t_stats, b_caller, b_callee, b_thread, b_dur,
-     b_clip) = _summarize.walk(slot, thread_of_slot, c.s_ts, c.s_dur, c.s_depth, key, kinds,
+     b_clip, b_start) = _summarize.walk(slot, thread_of_slot, c.s_ts, c.s_dur, c.s_depth, key, kinds,
                                len(thread_uuids), lo, hi)
 
     functions: dict[tuple[int, int, int], dict[str, Any]] = {}
@@ -127,8 +127,12 @@ def _walk(trace: Trace, lo: int, hi: int, raw: bool = False) -> dict[str, Any]:
         blocking[site] = {"reason": site[0], "caller": site[1], "function": site[2], "count": count,
                           "total_ns": clipped[g][1], "max_ns": longest,
                           "p50_ns": p50, "p90_ns": p90, "p99_ns": p99}
+    # every blocking call: (thread name, start, end, reason), for the per-task split
+    names = [t["name"] for t in threads]
+    waits = [(names[t], start, start + d, REASONS[kinds[callee] - 2])
+             for t, start, d, callee in zip(b_thread, b_start, b_dur, b_callee)]
     return {"functions": functions, "threads": threads, "blocking": blocking, "regions": regions,
-            "raw_sites": raw_sites}
+            "raw_sites": raw_sites, "waits": waits}
 
 
 def _events_threads(trace: Trace, threads: list[dict[str, Any]], samples: list[Any],
@@ -274,8 +278,37 @@ def _samples(samples: list[Any], top: int) -> dict[str, Any]:
     }
 
 
-def _asyncio(trace: Trace, top: int, slow_step_ns: Optional[int], lo: int, hi: int) -> dict[str, Any]:
+def _task_split(steps: list[Any], waits: list[tuple[str, int, int, str]],
+                pauses: list[tuple[str, int, int]]) -> dict[str, dict[str, int]]:
+    """Per asyncio task: the time of its steps blocked by reason and in GC
+    (the waits and collections on the step's thread during the step)."""
+    by_thread: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
+    for thread, start, end, reason in waits:
+        by_thread[thread].append((start, end, reason))
+    for thread, start, end in pauses:
+        by_thread[thread].append((start, end, "gc"))
+    starts: dict[str, list[int]] = {}
+    for thread, spans in by_thread.items():
+        spans.sort()
+        starts[thread] = [s for s, _e, _r in spans]
+    out: dict[str, dict[str, int]] = {}
+    for step in steps:
+        on_thread = by_thread.get(step.thread)
+        if not on_thread:
+            continue
+        split = out.setdefault(step.task, dict.fromkeys((*REASONS, "gc"), 0))
+        i = max(0, bisect.bisect_left(starts[step.thread], step.start_ns) - 1)
+        while i < len(on_thread) and on_thread[i][0] < step.end_ns:
+            start, end, reason = on_thread[i]
+            split[reason] += _overlap(start, end, step.start_ns, step.end_ns)
+            i += 1
+    return out
+
+
+def _asyncio(trace: Trace, top: int, slow_step_ns: Optional[int], lo: int, hi: int,
+             waits: list[tuple[str, int, int, str]], pauses: list[tuple[str, int, int]]) -> dict[str, Any]:
     tasks: dict[str, dict[str, Any]] = {}
+    in_range = []
     slow: list[dict[str, Any]] = []
     start = trace.metadata.start_ns
     by_coroutine: dict[str, list[int]] = defaultdict(list)
@@ -287,12 +320,23 @@ def _asyncio(trace: Trace, top: int, slow_step_ns: Optional[int], lo: int, hi: i
         t["steps"] += 1
         t["total_ns"] += step.dur_ns
         t["max_ns"] = max(t["max_ns"], step.dur_ns)
+        in_range.append(step)
         by_coroutine[step.name].append(step.dur_ns)
         is_slow = step.slow if slow_step_ns is None else step.dur_ns >= slow_step_ns > 0
         if is_slow:
             slow.append({"task": step.task, "coroutine": step.name, "thread": step.thread,
                          "at_ns": step.start_ns - start, "duration_ns": step.dur_ns})
     slow.sort(key=lambda e: -e["duration_ns"])
+    # per task: its steps' time running, blocked by reason, in GC
+    for name, split in _task_split(in_range, waits, pauses).items():
+        t = tasks[name]
+        t["blocked_s"] = {r: _seconds(split[r]) for r in REASONS}
+        t["gc_ns"] = split["gc"]
+        t["running_ns"] = max(0, t["total_ns"] - sum(split.values()))
+    for t in tasks.values():
+        t.setdefault("blocked_s", dict.fromkeys(REASONS, 0.0))
+        t.setdefault("gc_ns", 0)
+        t.setdefault("running_ns", t["total_ns"])
     by_time = sorted(tasks.values(), key=lambda t: -t["total_ns"])
     return {"tasks": len(tasks), "steps": sum(t["steps"] for t in tasks.values()),
             "by_task": by_time[:top], "slow_steps": slow[:top], "slow_step_count": len(slow),
@@ -398,7 +442,11 @@ def summarize(trace: Trace, top: int = 20, slow_step_ns: Optional[int] = None,
     funcs = list(walked["functions"].values())
     by_inclusive = sorted(funcs, key=lambda f: -f["inclusive_ns"])[:top]
     by_self = sorted(funcs, key=lambda f: -f["self_ns"])[:top]
-    asyncio_section = _asyncio(trace, top, slow_step_ns, lo, hi)
+    waits = walked["waits"]
+    if events_mode:
+        waits = [(e.thread, e.start_ns, e.end_ns, e.blocking) for e in trace.slices() if e.blocking]
+    asyncio_section = _asyncio(trace, top, slow_step_ns, lo, hi, waits,
+                               [(e.thread, e.start_ns, e.end_ns) for e in trace.gc_events()])
     step_latency = asyncio_section.pop("_latency")
     regions = _regions(walked["regions"], lo, hi)
     task_durations: dict[str, list[int]] = defaultdict(list)
@@ -567,10 +615,16 @@ def merge(summaries: list[dict[str, Any]], top: int = 20) -> dict[str, Any]:
                 durations[kind][name].extend(values)
         mmus.append(s["mmu"])
         for t in s["asyncio"]["by_task"]:
-            m = asyncio_tasks.setdefault(t["task"], {**t, "steps": 0, "total_s": 0.0, "max_s": 0.0})
+            m = asyncio_tasks.setdefault(t["task"], {**t, "steps": 0, "total_s": 0.0, "max_s": 0.0,
+                                                     "running_s": 0.0, "gc_s": 0.0,
+                                                     "blocked_s": dict.fromkeys(REASONS, 0.0)})
             m["steps"] += t["steps"]
             m["total_s"] = round(m["total_s"] + t["total_s"], 9)
             m["max_s"] = max(m["max_s"], t["max_s"])
+            for k in ("running_s", "gc_s"):
+                m[k] = round(m[k] + t.get(k, 0.0), 9)
+            for r, v in t.get("blocked_s", {}).items():
+                m["blocked_s"][r] = round(m["blocked_s"].get(r, 0.0) + v, 9)
         slow += [{**e, "file": s["file"]} for e in s["asyncio"]["slow_steps"]]
         for name, k in s["counters"].items():
             m = counters.setdefault(name, dict(k))

@@ -399,3 +399,42 @@ def test_summary_json_keeps_its_keys(coverage_files):
     assert set(s["window"]) >= {"start", "end", "duration_s", "pid", "python", "hook", "mode", "records_lost",
                                 "truncated", "closed_by", "slices", "damage"}
     assert set(s["threads"][0]) >= {"name", "tid", "calls", "python_s", "c_s", "running_s", "blocked_s", "gc_s"}
+
+
+# ------------------------------------------------------ per asyncio task
+
+TASKS_PROGRAM = """
+import asyncio, sys, time, exectrace
+
+async def blocker():
+    for _ in range(3):
+        time.sleep(0.03)          # blocks the event loop inside a step
+        await asyncio.sleep(0)
+
+async def polite():
+    for _ in range(3):
+        await asyncio.sleep(0.01)  # waits without blocking the loop
+
+async def main():
+    await asyncio.gather(asyncio.create_task(blocker(), name="blocker"),
+                         asyncio.create_task(polite(), name="polite"))
+
+with exectrace.tracing(sys.argv[1], mode=sys.argv[2]):
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("mode", ["calls", "events"])
+def test_per_task_breakdown(tmp_path, mode):
+    import subprocess
+    import sys
+
+    path = tmp_path / "tasks.out"
+    subprocess.run([sys.executable, "-c", TASKS_PROGRAM, str(path), mode], check=True, timeout=120)
+    check_trace(path)
+    tasks = {t["task"]: t for t in cli_json("summary", path)["asyncio"]["by_task"]}
+    blocker, polite = tasks["blocker"], tasks["polite"]
+    assert 0.09 <= blocker["blocked_s"]["sleep"] <= blocker["total_s"] + 1e-9
+    assert blocker["running_s"] == pytest.approx(
+        blocker["total_s"] - sum(blocker["blocked_s"].values()) - blocker["gc_s"], abs=1e-6)
+    assert polite["blocked_s"]["sleep"] == 0 and polite["running_s"] <= polite["total_s"]
