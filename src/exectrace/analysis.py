@@ -755,10 +755,12 @@ def format_text(summary: dict[str, Any], top: int = 10) -> str:
     a = summary["asyncio"]
     if a["tasks"]:
         lines += ["", f"asyncio tasks ({a['tasks']} tasks, {a['steps']} steps)"
-                  "                   steps   total s     max s"]
+                  "                   steps   total s     max s   running   blocked        GC"]
         for t in a["by_task"][:top]:
             label = f"{t['task']} ({t['coroutine']})"
-            lines.append(f"  {label[:48]:<48} {t['steps']:>7} {t['total_s']:>9.4f} {t['max_s']:>9.4f}")
+            blocked = sum((t.get("blocked_s") or {}).values())
+            lines.append(f"  {label[:48]:<48} {t['steps']:>7} {t['total_s']:>9.4f} {t['max_s']:>9.4f} "
+                         f"{t.get('running_s', t['total_s']):>9.4f} {blocked:>9.4f} {t.get('gc_s', 0.0):>9.4f}")
         if a["slow_steps"]:
             lines += ["", f"slow asyncio steps ({a['slow_step_count']})"
                       "                              at s  duration s  thread"]
