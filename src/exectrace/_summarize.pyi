@@ -39,7 +39,7 @@ def call_tree(slot: array[int], thread_of_slot: array[int], ts: array[int], dur:
     ns, blocked ns, reason); nodes 0 .. n_threads - 1 are the threads' roots."""
 
 def time_order(ts: array[int], depth: array[int], /) -> array[int]:
-    """Slice indices by (start, depth, index)."""
+    """Slice indices (int32) by (start, depth, index)."""
 
 def nonnegative(values: array[int], /) -> array[int]:
     """Indices of the values >= 0."""

@@ -604,41 +604,41 @@ def call_tree(const int32_t[::1] slot, const int32_t[::1] thread_of_slot, const 
     return parent, location, walls, blockeds, reasons
 
 
-cdef struct Order:
-    int64_t ts
-    int32_t depth
-    int32_t index
+# the columns time_order's comparator reads (set while it sorts, under the GIL)
+cdef const int64_t* _order_ts = NULL
+cdef const int32_t* _order_depth = NULL
 
 
 cdef int _by_time(const void* a, const void* b) noexcept nogil:
-    cdef const Order* x = <const Order*>a
-    cdef const Order* y = <const Order*>b
-    if x.ts != y.ts:
-        return -1 if x.ts < y.ts else 1
-    if x.depth != y.depth:
-        return -1 if x.depth < y.depth else 1
-    return -1 if x.index < y.index else (1 if x.index > y.index else 0)
+    cdef int32_t x = (<const int32_t*>a)[0]
+    cdef int32_t y = (<const int32_t*>b)[0]
+    if _order_ts[x] != _order_ts[y]:
+        return -1 if _order_ts[x] < _order_ts[y] else 1
+    if _order_depth[x] != _order_depth[y]:
+        return -1 if _order_depth[x] < _order_depth[y] else 1
+    return -1 if x < y else (1 if x > y else 0)
 
 
 def time_order(const int64_t[::1] ts, const int32_t[::1] depth):
-    """Slice indices (int64 array) by (start, depth, index): on every track an
+    """Slice indices (int32 array) by (start, depth, index): on every track an
     enclosing call before the calls it encloses, even at the same ns."""
+    global _order_ts, _order_depth
     cdef Py_ssize_t n = ts.shape[0], i
-    cdef Order* o = <Order*>malloc(max(n, 1) * sizeof(Order))
-    if o == NULL:
-        raise MemoryError()
-    out = array.array("q", bytes(8 * n))
-    cdef int64_t[::1] r = out
+    if depth.shape[0] != n:
+        raise ValueError("ts and depth differ in length")
+    out = array.array("i", bytes(4 * n))
+    if n == 0:
+        return out
+    cdef int32_t[::1] r = out
+    for i in range(n):
+        r[i] = <int32_t>i
+    _order_ts = &ts[0]
+    _order_depth = &depth[0]
     try:
-        for i in range(n):
-            o[i].ts = ts[i]
-            o[i].depth = depth[i]
-            o[i].index = <int32_t>i
-        qsort(o, n, sizeof(Order), _by_time)
-        for i in range(n):
-            r[i] = o[i].index
+        qsort(&r[0], n, sizeof(int32_t), _by_time)
     finally:
-        free(o)
+        _order_ts = NULL
+        _order_depth = NULL
     return out
 
 
@@ -695,7 +695,7 @@ cdef inline char* _put_us(char* p, int64_t ns) noexcept:
     return p + 4
 
 
-def chrome_x(const int64_t[::1] order, Py_ssize_t start, Py_ssize_t stop, const int32_t[::1] slot,
+def chrome_x(const int32_t[::1] order, Py_ssize_t start, Py_ssize_t stop, const int32_t[::1] slot,
              const int32_t[::1] key, const int64_t[::1] ts, const int64_t[::1] dur, list prefixes,
              list tails, dict overrides):
     """Chrome "X" events of the slices order[start:stop], joined by ",\\n":
