@@ -111,11 +111,23 @@ def summarize_many(paths: list[str], top: int, slow_step: Optional[int], jobs: i
     """One report of many files, read in parallel processes."""
     jobs = jobs if jobs > 0 else (os.cpu_count() or 1)
     jobs = max(1, min(jobs, len(paths)))
+    show = len(paths) > 1 and _isatty(sys.stderr)
+    results = []
+
+    def done(result: tuple[str, Any]) -> None:
+        results.append(result)
+        if show:  # "exectrace summary: 3/10 files" on a terminal
+            print(f"\rexectrace summary: {len(results)}/{len(paths)} files", end="", file=sys.stderr, flush=True)
+
     if jobs == 1:
-        results = [summarize_file(p, top, slow_step) for p in paths]
+        for p in paths:
+            done(summarize_file(p, top, slow_step))
     else:
         with ProcessPoolExecutor(jobs) as pool:
-            results = list(pool.map(summarize_file, paths, [top] * len(paths), [slow_step] * len(paths)))
+            for result in pool.map(summarize_file, paths, [top] * len(paths), [slow_step] * len(paths)):
+                done(result)
+    if show:
+        print("\r" + " " * 48 + "\r", end="", file=sys.stderr, flush=True)
     summaries = [r for status, r in results if status == "ok"]
     errors = [r for status, r in results if status == "error"]
     if not summaries:
@@ -149,8 +161,6 @@ def run(args: argparse.Namespace) -> int:
             span = " in that time span" if since is not None or until is not None else ""
             raise ExectraceError(f"no trace files{span} in {' '.join(args.files)} (give a trace file, or a dump "
                                  "directory holding executiontrace.*.out files, e.g. ./executiontrace_dump)")
-        if len(paths) > 1 and _isatty(sys.stderr):
-            print(f"exectrace summary: reading {len(paths)} files...", file=sys.stderr, end="\r", flush=True)
         summary = summarize_many(paths, top, slow_step, args.jobs)
     if args.json:
         print(json.dumps(summary, indent=2))
