@@ -118,6 +118,34 @@ def test_large_buffer_covers_the_whole_window(coverage_files):
     assert not any(e.args.get("began_before_coverage") for e in trace.slices())
 
 
+EVENTS_COVERAGE_PROGRAM = """
+import sys, time, exectrace
+with exectrace.tracing(sys.argv[1], mode="events", buffer_size="64KiB"):
+    for _ in range(20000):
+        time.sleep(0.00002)       # 20000 waits: far more than a 64 KiB ring holds
+"""
+
+
+def test_events_tiny_buffer_running_time_is_not_the_lost_time(tmp_path):
+    """An `events` thread's running time is its life minus its waits: over
+    the covered span only, or every lost wait would count as running."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "events-tiny.out"
+    subprocess.run([sys.executable, "-c", EVENTS_COVERAGE_PROGRAM, str(path)], check=True, timeout=120)
+    check_trace(path)
+    s = cli_json("summary", path)
+    w = s["window"]
+    assert w["records_lost"] > 0 and w["covered_s"] < 0.5 * w["duration_s"]
+    assert w["unrecorded_s"] == pytest.approx(w["duration_s"] - w["covered_s"], rel=0.01)
+    (main_thread,) = s["threads"]
+    split = main_thread["running_s"] + sum(main_thread["blocked_s"].values()) + main_thread["gc_s"]
+    assert split == pytest.approx(main_thread["covered_s"], rel=0.01)
+    assert main_thread["covered_s"] <= w["covered_s"] + 1e-9
+    assert main_thread["blocked_s"]["sleep"] > 0.5 * main_thread["covered_s"]
+
+
 def test_convert_covers_only_the_covered_span(coverage_files, tmp_path):
     from test_convert import load_pprof
 
