@@ -56,7 +56,7 @@ def real(tmp_path_factory):
 def test_real_traces(real):
     for name, data in real.items():
         assert_same_decoding(data, name)
-        assert len(_decode.decode(data).s_ts) > (2 if name == "events" else 100)
+        assert len(_decode.decode(data).s_ts) > (1 if name == "events" else 100)  # events: the window, GC
 
 
 def test_corpus():
