@@ -21,7 +21,6 @@ from exectrace._compat import HAS_SYS_MONITORING
 from exectrace.analysis import mmu, summarize
 from perfetto_check import check_trace
 
-
 #: `events` windows record waits and asyncio steps through sys.monitoring (3.12+);
 #: on 3.9-3.11 they hold samples, GC and traced locks only
 needs_monitoring = pytest.mark.skipif(not HAS_SYS_MONITORING,
