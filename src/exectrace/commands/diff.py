@@ -1,5 +1,5 @@
 """What changed between two traces (or two sets of traces): the functions
-(self time), blocking call sites (time blocked), regions (median and total)
+(self time), blocking call sites (time blocked), regions (total time, with medians)
 and GC figures (pause time per generation, minimum mutator utilization) that
 changed most, each with both values and the ratio NEW / OLD.
 
