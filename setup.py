@@ -45,10 +45,26 @@ extension = Extension(
     extra_compile_args=extra_compile_args,
 )
 
+# per-slice aggregation for the analysis commands (src/exectrace/_summarize.pyx)
+summarize_extension = Extension(
+    "exectrace._summarize",
+    sources=["src/exectrace/_summarize.pyx"],
+    extra_compile_args=extra_compile_args,
+)
+
+# the reader's decoder with its per-event path in C (src/exectrace/_decode.pyx)
+decode_extension = Extension(
+    "exectrace._decode",
+    sources=["src/exectrace/_decode.pyx"],
+    include_dirs=["src/native"],
+    depends=["src/native/pbwire.h"],
+    extra_compile_args=extra_compile_args,
+)
+
 setup(
     cmdclass={"build_py": build_py_with_pth},
     ext_modules=cythonize(
-        [extension],
+        [extension, summarize_extension, decode_extension],
         include_path=["src/native"],
         language_level=3,
         compiler_directives={

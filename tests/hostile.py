@@ -16,8 +16,9 @@ from typing import Callable, Optional
 
 import exectrace
 from exectrace import _tracecore, dumpstore, export
-from exectrace.analysis import format_text, summarize
+from exectrace.analysis import format_text, merge, summarize
 from exectrace.commands import ls
+from exectrace.commands.diff import diff
 from exectrace.errors import ExectraceError
 from exectrace.reader import Trace, read_metadata
 
@@ -286,10 +287,19 @@ def downstream(trace: Trace) -> None:
     summary = summarize(trace, top=5)
     json.dumps(summary, allow_nan=False)  # --json prints strict JSON
     format_text(summary, top=5)
+    zoomed = summarize(trace, top=5, since_ns=1_000_000, until_ns=2_000_000_000, raw=True)
+    merged = merge([zoomed, zoomed], top=5)
+    json.dumps(merged, allow_nan=False)
+    format_text(merged, top=5)
+    json.dumps(diff(zoomed, merged), allow_nan=False)
     text = io.StringIO()
     export.to_chrome_json(trace, text, progress=False)
     json.loads(text.getvalue())
     export.build_pprof(trace, progress=False)
+    export.build_pprof(trace, progress=False, reason="all")
     export.build_events_pprof(trace)
+    export.build_events_pprof(trace, reason="io")
+    begin, end = trace.coverage
+    assert begin <= end
     for sample in trace.samples():
         assert isinstance(sample.stack, tuple)

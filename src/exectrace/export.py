@@ -25,6 +25,7 @@ shown on stderr while the slices are converted.
 
 from __future__ import annotations
 
+import array
 import gzip
 import io
 import json
@@ -35,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any, Optional, Union
 
+from exectrace import _summarize
 from exectrace._files import is_tty
 from exectrace._protowire import field_bytes, field_varint, varint
 from exectrace.blocking import REASONS, reason_of_slice
@@ -84,7 +86,8 @@ class _Progress:
 
 def slice_order(trace: Trace) -> list[int]:
     """Indices of all slices in (timestamp, depth) order: on every track an
-    enclosing call comes before the calls it encloses, even at the same ns."""
+    enclosing call comes before the calls it encloses, even at the same ns.
+    (The commands use _summarize.time_order, the same order natively.)"""
     c = trace.columns
     n = len(c.s_ts)
     if n == 0:
@@ -258,23 +261,29 @@ def to_chrome_json(trace: Trace, out: PathOrStream, *, compress: Optional[bool] 
     c = trace.columns
     strings = trace.strings
     tracks = trace.tracks
-    order = slice_order(trace)
+    slot, uuids, counts = trace.track_index()
+    key, quads = trace.slice_keys()
+    order = _summarize.time_order(c.s_ts, c.s_depth)
     threads = _ChromeThreads(trace)
     enc = [_json(s) for s in strings]
     meter = _Progress(len(order), "exectrace convert", progress)
 
     # per-track event prefix; the tracks that are not threads get their
     # pseudo threads first (GC, then the others by name)
-    used = set(c.s_track) | {inst[0] for inst in c.instants}
+    slice_tracks = {u for u, n in zip(uuids, counts) if n}
+    used = slice_tracks | {inst[0] for inst in c.instants}
     for uuid in sorted(used, key=lambda u: ((tracks.get(u) or {}).get("name") != "GC",
                                              str((tracks.get(u) or {}).get("name")), u)):
         threads.thread_of(uuid)
-    prefix: dict[int, str] = {}
-    thread_track: dict[int, bool] = {}
-    for uuid in set(c.s_track):
-        pid, tid = threads.thread_of(uuid)
-        prefix[uuid] = f'{{"ph":"X","pid":{pid},"tid":{tid},"ts":'
-        thread_track[uuid] = (tracks.get(uuid) or {}).get("kind") == "thread"
+    prefixes: list[bytes] = []  # by track index
+    thread_track: list[bool] = []
+    for uuid in uuids:
+        if uuid in slice_tracks:
+            pid, tid = threads.thread_of(uuid)
+            prefixes.append(f'{{"ph":"X","pid":{pid},"tid":{tid},"ts":'.encode("ascii"))
+        else:
+            prefixes.append(b"")
+        thread_track.append((tracks.get(uuid) or {}).get("kind") == "thread")
 
     with _text_output(out, compress) as write:
         write('{"traceEvents":[\n')
@@ -282,42 +291,36 @@ def to_chrome_json(trace: Trace, out: PathOrStream, *, compress: Optional[bool] 
         if head:
             write(",\n".join(head))
         first = not head
-        # The text of each slice but its times, by slice index: one string per
-        # function (and per track) shared by all its calls. Lists, not the
-        # arrays: indexing a list does not make a new int.
+        # The text of each slice but its times: one string per function
+        # (name, category, file, line) shared by all its calls, and one of
+        # its own for the few slices with arguments or not on a thread.
         python_cat = _json(PYTHON_CATEGORY)
-        tail_of: dict[tuple[int, int, int, int], str] = {}
-        tails = []
-        for key in zip(c.s_name.tolist(), c.s_cat.tolist(), c.s_file.tolist(), c.s_line.tolist()):
-            tail = tail_of.get(key)
-            if tail is None:
-                tail = tail_of[key] = _slice_tail(key, enc, python_cat, None)
-            tails.append(tail)
-        s_track = c.s_track.tolist()
-        pre = [prefix[t] for t in s_track]
-        for i, args_i in enumerate(c.s_args.tolist()):
-            track = s_track[i]
-            if args_i >= 0 or not thread_track[track]:  # GC, the window: a few slices
-                key = (c.s_name[i], c.s_cat[i], c.s_file[i], c.s_line[i])
-                default = python_cat if thread_track[track] else _json(
-                    ((tracks.get(track) or {}).get("name") or "track").lower())
-                tails[i] = _slice_tail(key, enc, default, c.args[args_i] if args_i >= 0 else None)
-        ts, dur = c.s_ts.tolist(), c.s_dur.tolist()
-        exact = not order or (min(ts) >= 0 and min(dur) >= 0)
-        for start in range(0, len(order), _CHUNK):
-            part = order[start:start + _CHUNK]
-            if exact:  # ns as µs with three decimals
-                text = ",\n".join([
-                    '%s%d.%03d,"dur":%d.%03d,%s' % (  # noqa: UP031 (twice as fast as f-strings here)
-                        pre[i], ts[i] // 1000, ts[i] % 1000, dur[i] // 1000, dur[i] % 1000, tails[i])
-                    for i in part])
-            else:
-                text = ",\n".join([f'{pre[i]}{_us(ts[i])},"dur":{_us(max(dur[i], 0))},{tails[i]}'
-                                    for i in part])
+        tails = [_slice_tail(q, enc, python_cat, None).encode("ascii") for q in quads]
+        overrides: dict[int, bytes] = {}
+        for i in sorted(set(_summarize.nonnegative(c.s_args)) | set(trace._other_slices())):
+            args_i = c.s_args[i]
+            track_index = slot[i]
+            default = python_cat if thread_track[track_index] else _json(
+                ((tracks.get(uuids[track_index]) or {}).get("name") or "track").lower())
+            overrides[i] = _slice_tail(quads[key[i]], enc, default,
+                                       c.args[args_i] if args_i >= 0 else None).encode("ascii")
+        covered_from = trace.coverage[0]
+        if covered_from > trace.metadata.start_ns:  # records were lost: mark the frames open at the cut
+            for i in _summarize.below(c.s_ts, covered_from):
+                if thread_track[slot[i]]:
+                    extra = dict(c.args[c.s_args[i]]) if c.s_args[i] >= 0 else {}
+                    extra["began_before_coverage"] = True
+                    overrides[i] = _slice_tail(quads[key[i]], enc, python_cat, extra).encode("ascii")
+        step = _CHUNK * 4
+        for start in range(0, len(order), step):
+            # ns as µs with three decimals, natively
+            text = _summarize.chrome_x(order, start, start + step, slot, key, c.s_ts, c.s_dur, prefixes,
+                                       tails, overrides)
             write(("\n" if first else ",\n") + text)
             first = False
-            meter.update(start + len(part))
-        del tails, pre, ts, dur
+            meter.update(min(start + step, len(order)))
+        count = len(order)
+        del tails, overrides, order
 
         rest: list[str] = []
         for inst in c.instants:
@@ -344,11 +347,14 @@ def to_chrome_json(trace: Trace, out: PathOrStream, *, compress: Optional[bool] 
             write(("\n" if first else ",\n") + ",\n".join(rest))
         meta = dict(trace.metadata.values)
         meta["exectrace.converted_from"] = os.path.basename(trace.path)
+        meta["exectrace.covered_from_ns"], meta["exectrace.covered_until_ns"] = trace.coverage
+        meta["exectrace.unrecorded_ns"] = max(0, (trace.metadata.end_ns - trace.metadata.start_ns)
+                                              - (trace.coverage[1] - trace.coverage[0]))
         if trace.damage:
             meta["exectrace.damage"] = trace.damage
         write('\n],\n"displayTimeUnit":"ns",\n"metadata":' + _json(_clean(meta)) + "}\n")
     meter.done()
-    return len(order)
+    return count
 
 
 def _slice_tail(key: tuple[int, int, int, int], enc: list[str], default_cat: str,
@@ -399,101 +405,70 @@ class _Strings:
         return i
 
 
-def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
-    """The (uncompressed) serialized pprof Profile of `trace`."""
-    c = trace.columns
+def _reasons(reason: Optional[str]) -> Optional[tuple[str, ...]]:
+    """--reason's value as the reasons it selects (None: no selection)."""
+    if reason is None:
+        return None
+    if reason == "all":
+        return REASONS
+    if reason not in REASONS:
+        raise ValueError(f"unknown blocking reason {reason!r}; use one of {', '.join(REASONS)} or all")
+    return (reason,)
+
+
+def build_pprof(trace: Trace, *, progress: Optional[bool] = None, reason: Optional[str] = None) -> bytes:
+    """The (uncompressed) serialized pprof Profile of `trace`.
+
+    reason: "io", "lock", "sleep", "subprocess" or "all": a blocking profile
+    instead, one sample type per reason selected (nanoseconds blocked).
+    Times are clipped to the span the records cover (trace.coverage): a
+    frame open when coverage began counts only its covered part."""
+    selected = _reasons(reason)
     strings = trace.strings
     tracks = trace.tracks
-    order = slice_order(trace)
-    meter = _Progress(len(order), "exectrace convert", progress)
-
-    by_track: dict[int, list[int]] = {}
-    thread_tracks = {uuid for uuid, t in tracks.items() if t.get("kind") == "thread"}
-    s_track = c.s_track.tolist()
-    for i in order:
-        track = s_track[i]
-        if track in thread_tracks:
-            lst = by_track.get(track)
-            if lst is None:
-                lst = by_track[track] = []
-            lst.append(i)
-
-    # call tree: node -> (parent node, location); node 0.. are the threads' roots
-    tree: dict[tuple[int, int], int] = {}
-    parent_of: list[int] = []
-    loc_of_node: list[int] = []
-    wall: list[int] = []
-    blocked: list[int] = []
-    root_thread: dict[int, tuple[str, int]] = {}  # root node -> (thread name, tid)
+    c = trace.columns
+    thread_of_slot, thread_uuids = trace.thread_slots()
+    slot = trace.track_index()[0]
+    key, quads = trace.slice_keys()
+    # each key's location id (one per (name, file, line)) and blocking reason
     locations: dict[tuple[int, int, int], int] = {}  # (name, file, line) -> location id
-
-    s_ts, s_dur, s_depth = c.s_ts.tolist(), c.s_dur.tolist(), c.s_depth.tolist()
-    # each slice's (location id, blocks), one tuple per function
-    site_of: dict[tuple[int, int, int, int], tuple[int, bool]] = {}
-    sites = []
-    for key in zip(c.s_name.tolist(), c.s_cat.tolist(), c.s_file.tolist(), c.s_line.tolist()):
-        site = site_of.get(key)
-        if site is None:
-            name, cat, file, line = key
-            loc = locations.get((name, file, line))
-            if loc is None:
-                loc = locations[(name, file, line)] = len(locations) + 1
-            reason = reason_of_slice(strings[name] if name >= 0 else "", strings[cat] if cat >= 0 else "")
-            site = site_of[key] = (loc, reason is not None)
-        sites.append(site)
-    done = 0
-    for track, indices in by_track.items():
-        t = tracks[track]
-        root = len(parent_of)
-        parent_of.append(-1)
-        loc_of_node.append(0)
-        wall.append(0)
-        blocked.append(0)
-        root_thread[root] = (t.get("name") or f"thread {t.get('tid') or track}", int(t.get("tid") or 0))
-        # the open calls, innermost last: (depth, end, node, blocking)
-        stack: list[tuple[int, int, int, bool]] = []
-        top: tuple[int, int, int, bool] = (-1, 0, root, False)
-        for start in range(0, len(indices), _PROGRESS_STEP):
-            for i in indices[start:start + _PROGRESS_STEP]:
-                depth = s_depth[i]
-                ts = s_ts[i]
-                while stack and (top[0] >= depth or top[1] < ts):
-                    stack.pop()
-                    top = stack[-1] if stack else (-1, 0, root, False)
-                parent = top[2]
-                loc, is_blocking = sites[i]
-                node = tree.get((parent, loc))
-                if node is None:
-                    node = tree[(parent, loc)] = len(parent_of)
-                    parent_of.append(parent)
-                    loc_of_node.append(loc)
-                    wall.append(0)
-                    blocked.append(0)
-                dur = s_dur[i]
-                wall[node] += dur
-                wall[parent] -= dur
-                if is_blocking:
-                    blocked[node] += dur
-                if top[3]:
-                    blocked[parent] -= dur
-                top = (depth, ts + dur, node, is_blocking)
-                stack.append(top)
-            meter.update(done + min(start + _PROGRESS_STEP, len(indices)))
-        done += len(indices)
-        meter.update(done)
-    meter.done()
+    loc_of_key = array.array("i", bytes(4 * len(quads)))
+    reason_of_key = array.array("b", bytes(len(quads)))
+    for k, (name, cat, file, line) in enumerate(quads):
+        loc = locations.get((name, file, line))
+        if loc is None:
+            loc = locations[(name, file, line)] = len(locations) + 1
+        loc_of_key[k] = loc
+        why = reason_of_slice(strings[name] if name >= 0 else "", strings[cat] if cat >= 0 else "")
+        reason_of_key[k] = REASONS.index(why) if why is not None else -1
+    covered_from = trace.coverage[0]
+    if covered_from <= trace.metadata.start_ns:
+        covered_from = -(2**63)  # nothing lost: no clipping
+    # the merged call tree, natively (exectrace._summarize)
+    parent_of, loc_of_node, wall, blocked, node_reason = _summarize.call_tree(
+        slot, thread_of_slot, c.s_ts, c.s_dur, c.s_depth, key, loc_of_key, reason_of_key,
+        len(thread_uuids), covered_from)
+    root_thread: dict[int, tuple[str, int]] = {}  # root node -> (thread name, tid)
+    for root, uuid in enumerate(thread_uuids):
+        t = tracks[uuid]
+        root_thread[root] = (t.get("name") or f"thread {t.get('tid') or uuid}", int(t.get("tid") or 0))
 
     st = _Strings()
     out = bytearray()
     # sample_type = 1, period_type = 11: ValueType{type = 1, unit = 2}
-    out += field_bytes(1, _uint(1, st("wall")) + _uint(2, st("nanoseconds")))
-    out += field_bytes(1, _uint(1, st("blocked")) + _uint(2, st("nanoseconds")))
+    types = ("wall", "blocked") if selected is None else selected
+    for type_name in types:
+        out += field_bytes(1, _uint(1, st(type_name)) + _uint(2, st("nanoseconds")))
     thread_key, tid_key = st("thread"), st("tid")
     for node in range(len(parent_of)):
         if loc_of_node[node] == 0:
             continue
         w, b = max(wall[node], 0), max(blocked[node], 0)
-        if not w and not b:
+        if selected is None:
+            values = [w, b]
+        else:
+            values = [b if node_reason[node] == REASONS.index(r) else 0 for r in selected]
+        if not any(values):
             continue
         frames: list[int] = []  # leaf first
         n = node
@@ -502,7 +477,7 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
             n = parent_of[n]
         thread, tid = root_thread[n]
         # Sample{location_id = 1, value = 2, label = 3: Label{key = 1, str = 2, num = 3}}
-        out += field_bytes(2, _packed(1, frames) + field_bytes(2, varint(w) + varint(b))
+        out += field_bytes(2, _packed(1, frames) + field_bytes(2, b"".join(varint(v) for v in values))
                     + field_bytes(3, _uint(1, thread_key) + _uint(2, st(thread)))
                     + field_bytes(3, _uint(1, tid_key) + _uint(3, tid)))
     # mapping = 3: one for everything, already symbolized
@@ -523,17 +498,18 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
     meta = trace.metadata
     start_realtime = meta.get("window.start_realtime_ns")
     duration = meta.get("window.duration_ns", meta.end_ns - meta.start_ns)
-    comments = [f"exectrace {meta.get('exectrace.version', '?')}: {os.path.basename(trace.path)}"]
+    comments = [f"exectrace {meta.get('exectrace.version', '?')}: {os.path.basename(trace.path)}",
+                _coverage_comment(trace)]
     if trace.damage:
         comments.append(f"damaged: {trace.damage}")
     comment_ids = [st(s) for s in comments]
-    default_type = st("wall")
+    default_type = st(types[0])
     tail = bytearray()
     if isinstance(start_realtime, int) and start_realtime > 0:
         tail += _uint(9, start_realtime)  # time_nanos
     if isinstance(duration, int) and duration > 0:
         tail += _uint(10, duration)  # duration_nanos
-    tail += field_bytes(11, _uint(1, st("wall")) + _uint(2, st("nanoseconds")))  # period_type
+    tail += field_bytes(11, _uint(1, st(types[0])) + _uint(2, st("nanoseconds")))  # period_type
     tail += _uint(12, 1)  # period
     tail += _packed(13, comment_ids)  # comment
     tail += _uint(14, default_type)  # default_sample_type
@@ -543,17 +519,31 @@ def build_pprof(trace: Trace, *, progress: Optional[bool] = None) -> bytes:
     return bytes(out)
 
 
-def build_events_pprof(trace: Trace) -> bytes:
+def _coverage_comment(trace: Trace) -> str:
+    begin, end = trace.coverage
+    window = max(0, trace.metadata.end_ns - trace.metadata.start_ns)
+    return (f"covers {(end - begin) / 1e9:.3f} s of the {window / 1e9:.3f} s window; "
+            f"{max(0, window - (end - begin)) / 1e9:.3f} s unrecorded")
+
+
+def build_events_pprof(trace: Trace, *, reason: Optional[str] = None) -> bytes:
     """The (uncompressed) pprof Profile of an `events` file: sample types
     samples (count) and cpu (samples x the sample interval, nanoseconds),
     from the stack samples; and one per blocking reason (sleep, io, lock,
     subprocess: nanoseconds waited, Go's -pprof=sync|net|syscall), from the
-    waits, each at its callstack with the blocking function as the leaf."""
+    waits, each at its callstack with the blocking function as the leaf.
+    reason ("io", "lock", "sleep", "subprocess", "all"): only the sample
+    types of the reasons selected, only waits for them."""
+    selected = _reasons(reason)
     meta = trace.metadata
     interval = meta.get("samples.interval_ns")
     interval = interval if isinstance(interval, int) and interval > 0 else 0
-    types = ["samples", "cpu", *REASONS]
-    column = {reason: 2 + i for i, reason in enumerate(REASONS)}
+    if selected is None:
+        types = ["samples", "cpu", *REASONS]
+        column = {r: 2 + i for i, r in enumerate(REASONS)}
+    else:
+        types = list(selected)
+        column = {r: i for i, r in enumerate(selected)}
     locations: dict[tuple[str, str, int], int] = {}
 
     def loc(name: str, file: str, line: int) -> int:
@@ -565,23 +555,23 @@ def build_events_pprof(trace: Trace) -> bytes:
 
     # (leaf-first location ids, thread, tid) -> values
     values: dict[tuple[tuple[int, ...], str, int], list[int]] = {}
-    for sample in trace.samples():
+    for sample in trace.samples() if selected is None else ():
         frames = tuple(loc(f.function, f.file, f.line) for f in reversed(sample.stack))
         v = values.setdefault((frames, sample.thread, sample.tid), [0] * len(types))
         v[0] += 1
         v[1] += interval
     for slice_ in trace.slices():
-        reason = slice_.blocking
-        if reason is None:
+        why = slice_.blocking
+        if why is None or why not in column:
             continue
         frames = (loc(slice_.name, "", 0),) + tuple(
             loc(f.function, f.file, f.line) for f in reversed(slice_.stack))
         v = values.setdefault((frames, slice_.thread, slice_.tid), [0] * len(types))
-        v[column[reason]] += slice_.dur_ns
+        v[column[why]] += slice_.dur_ns
 
     st = _Strings()
     out = bytearray()
-    units = ["count", "nanoseconds"] + ["nanoseconds"] * len(REASONS)
+    units = (["count", "nanoseconds"] if selected is None else []) + ["nanoseconds"] * len(column)
     for name, unit in zip(types, units):
         out += field_bytes(1, _uint(1, st(name)) + _uint(2, st(unit)))
     thread_key, tid_key = st("thread"), st("tid")
@@ -598,7 +588,8 @@ def build_events_pprof(trace: Trace) -> bytes:
     out += functions
     start_realtime = meta.get("window.start_realtime_ns")
     duration = meta.get("window.duration_ns", meta.end_ns - meta.start_ns)
-    comments = [f"exectrace {meta.get('exectrace.version', '?')} (events): {os.path.basename(trace.path)}"]
+    comments = [f"exectrace {meta.get('exectrace.version', '?')} (events): {os.path.basename(trace.path)}",
+                _coverage_comment(trace)]
     if trace.damage:
         comments.append(f"damaged: {trace.damage}")
     comment_ids = [st(c) for c in comments]
@@ -607,24 +598,26 @@ def build_events_pprof(trace: Trace) -> bytes:
         tail += _uint(9, start_realtime)
     if isinstance(duration, int) and duration > 0:
         tail += _uint(10, duration)
-    tail += field_bytes(11, _uint(1, st("cpu")) + _uint(2, st("nanoseconds")))
-    tail += _uint(12, interval or 1)
+    default = "cpu" if selected is None else types[0]
+    tail += field_bytes(11, _uint(1, st(default)) + _uint(2, st("nanoseconds")))
+    tail += _uint(12, (interval or 1) if selected is None else 1)
     tail += _packed(13, comment_ids)
-    tail += _uint(14, st("cpu"))
+    tail += _uint(14, st(default))
     out += b"".join(field_bytes(6, s.encode("utf-8", "backslashreplace")) for s in st.table)
     out += tail
     return bytes(out)
 
 
 def to_pprof(trace: Trace, out: Union[str, os.PathLike[str], IO[bytes]], *,
-             progress: Optional[bool] = None) -> int:
+             progress: Optional[bool] = None, reason: Optional[str] = None) -> int:
     """Writes `trace` as a gzipped pprof profile to a path or binary stream:
     for a `calls` file, wall and blocked time per call stack; for an `events`
     file, samples and waits by reason (see build_events_pprof).
 
     Returns the number of bytes written (compressed).
     """
-    profile = build_events_pprof(trace) if trace.mode == "events" else build_pprof(trace, progress=progress)
+    profile = (build_events_pprof(trace, reason=reason) if trace.mode == "events"
+               else build_pprof(trace, progress=progress, reason=reason))
     data = gzip.compress(profile, compresslevel=6, mtime=0)
     if isinstance(out, (str, os.PathLike)):
         with open(out, "wb") as f:

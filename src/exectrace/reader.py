@@ -6,20 +6,26 @@
         if isinstance(event, exectrace.Slice) and event.name == "time.sleep":
             print(event.thread, event.dur_ns)
 
-The decoding is done by the native core into columns (``trace.columns``),
-which the analysis commands use directly; typed events are made on demand.
+The decoding is done natively into columns (``trace.columns``, by
+exectrace._decode: the same columns as the core's decoder, with its per-event
+path in C), which the analysis commands use directly; typed events are made
+on demand.
+
+When the recorder's ring overflowed, the calls kept cover only the end of the
+window: ``trace.coverage`` is that span, and the slices of frames already open
+where it begins carry ``args["began_before_coverage"] = True``.
 """
 
 from __future__ import annotations
 
-import collections
+import array
 import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from exectrace import _perfetto, _tracecore
+from exectrace import _decode, _perfetto, _summarize, _tracecore
 from exectrace.blocking import reason_of_slice
 from exectrace.errors import ExectraceError
 
@@ -227,6 +233,9 @@ class Trace:
         #: Slices that were still open where the file ended.
         self.unfinished: int = columns.unfinished
         self.tracks: dict[int, dict[str, Any]] = columns.tracks
+        self._track_index: Optional[tuple[Any, list[int], Any]] = None
+        self._other: Optional[Any] = None
+        self._coverage: Optional[tuple[int, int]] = None
         self._meta_index = self._find_window_slice()
         self.metadata = self._metadata()
         self.threads = self._threads()
@@ -242,8 +251,8 @@ class Trace:
             return None
         # Every call kept in the recorder's ring is written as one thread slice.
         kept = _as_int(self.metadata.get("records.kept"), -1)
-        per_track = collections.Counter(self.columns.s_track)
-        calls = sum(n for t, n in per_track.items() if (self.tracks.get(t) or {}).get("kind") == "thread")
+        _slot, uuids, counts = self.track_index()
+        calls = sum(n for t, n in zip(uuids, counts) if (self.tracks.get(t) or {}).get("kind") == "thread")
         if calls < kept:
             return f"it holds {calls} of the {kept} calls its metadata records (truncated?)"
         trailer = self.metadata.get("file.trailer")
@@ -254,25 +263,92 @@ class Trace:
         return None
 
     # -- structure
+    def track_index(self) -> tuple[Any, list[int], Any]:
+        """(track index of each slice, track uuid of each index, slices per
+        index), made natively once."""
+        if self._track_index is None:
+            c = self.columns
+            if hasattr(c, "s_slot"):  # exectrace._decode's columns
+                uuids = c.slot_uuids
+                self._track_index = (c.s_slot, uuids, _summarize.count(c.s_slot, len(uuids)))
+            else:
+                self._track_index = _summarize.tracks(c.s_track)
+        return self._track_index
+
+    def slice_keys(self) -> tuple[Any, list[tuple[int, int, int, int]]]:
+        """(key of each slice, (name, category, file, line) of each key)."""
+        c = self.columns
+        if hasattr(c, "s_key"):
+            return c.s_key, c.key_quads
+        return _summarize.keys(c.s_name, c.s_cat, c.s_file, c.s_line)
+
+    def _slice_track(self, i: int) -> int:
+        """The track uuid of slice i (without making the s_track column)."""
+        slot, uuids, _counts = self.track_index()
+        return int(uuids[slot[i]])
+
+    def thread_mask(self) -> Any:
+        """Per track index: 1 for a thread's track."""
+        _slot, uuids, _counts = self.track_index()
+        return array.array("b", [(self.tracks.get(u) or {}).get("kind") == "thread" for u in uuids])
+
+    def thread_slots(self) -> tuple[Any, list[int]]:
+        """(thread index of each track index, -1 for tracks not a thread's;
+        the uuid of each thread index)."""
+        _slot, uuids, _counts = self.track_index()
+        mask = self.thread_mask()
+        thread_of_slot = array.array("i", [-1] * len(uuids))
+        thread_uuids: list[int] = []
+        for index, (u, m) in enumerate(zip(uuids, mask)):
+            if m:
+                thread_of_slot[index] = len(thread_uuids)
+                thread_uuids.append(u)
+        return thread_of_slot, thread_uuids
+
+    def _other_slices(self) -> Any:
+        """Indices of the slices not on a thread's track (GC, asyncio
+        tasks, user tasks, the window): few, found natively."""
+        if self._other is None:
+            slot = self.track_index()[0]
+            self._other = _summarize.select(slot, array.array("b", [not m for m in self.thread_mask()]))
+        return self._other
+
+    @property
+    def coverage(self) -> tuple[int, int]:
+        """(from, until) in ns: the span of the window the kept records
+        cover. The recorder's ring keeps the newest calls: when records were
+        lost, the calls kept are exactly those that ended after the earliest
+        end among them, so every thread's stack is known from that point on
+        (a frame open there is kept, and began before coverage). A damaged
+        file covers no further than its last complete slice."""
+        if self._coverage is None:
+            meta = self.metadata
+            start, end = meta.start_ns, max(meta.end_ns, meta.start_ns)
+            span = _summarize.end_span(self.track_index()[0], self.thread_mask(),
+                                       self.columns.s_ts, self.columns.s_dur)
+            begin = start
+            if span is not None and meta.records_lost > 0:
+                begin = min(max(start, span[0]), end)
+            if self.damage and span is not None:
+                end = max(begin, min(end, span[1]))
+            self._coverage = (begin, end)
+        return self._coverage
+
     def _track_name(self, uuid: int) -> str:
         track = self.tracks.get(uuid)
         return (track or {}).get("name") or f"track {uuid}"
 
     def _find_window_slice(self) -> Optional[int]:
-        c = self.columns
         try:
             name = self.strings.index(WINDOW_SLICE)
         except ValueError:
             return None
-        names: list[int] = c.s_name.tolist()  # list.index takes a start on every version
-        i = -1
-        while True:
-            try:
-                i = names.index(name, i + 1)
-            except ValueError:
-                return None
-            if self._track_name(c.s_track[i]) == META_TRACK:
+        key, quads = self.slice_keys()
+        wanted = array.array("b", [q[0] == name for q in quads])
+        for i in _summarize.select(key, wanted):
+            if self._track_name(self._slice_track(i)) == META_TRACK:
                 return i
+        return None
 
     def _metadata(self) -> Metadata:
         c = self.columns
@@ -322,12 +398,16 @@ class Trace:
         """Calls on threads, by start time (outer calls before inner ones)."""
         c = self.columns
         s = self.strings
+        covered_from = self.coverage[0]
         order = sorted(range(len(c.s_ts)), key=lambda i: (c.s_ts[i], c.s_depth[i]))
         for i in order:
             track = self.tracks.get(c.s_track[i]) or {}
             if track.get("kind") != "thread":
                 continue
             category = s[c.s_cat[i]] if c.s_cat[i] >= 0 else ""
+            args = c.args[c.s_args[i]] if c.s_args[i] >= 0 else {}
+            if c.s_ts[i] < covered_from:  # its start is in time the file does not cover
+                args = {**args, "began_before_coverage": True}
             yield Slice(
                 name=s[c.s_name[i]],
                 thread=track.get("name") or "",
@@ -338,14 +418,14 @@ class Trace:
                 category=category,
                 file=s[c.s_file[i]] if c.s_file[i] >= 0 else "",
                 line=c.s_line[i],
-                args=c.args[c.s_args[i]] if c.s_args[i] >= 0 else {},
+                args=args,
             )
 
     def gc_events(self) -> list[GCEvent]:
         c = self.columns
         events = []
-        for i in range(len(c.s_ts)):
-            if self._track_name(c.s_track[i]) != GC_TRACK:
+        for i in self._other_slices():
+            if self._track_name(self._slice_track(i)) != GC_TRACK:
                 continue
             args = c.args[c.s_args[i]] if c.s_args[i] >= 0 else {}
             events.append(
@@ -383,15 +463,14 @@ class Trace:
         that are not threads'."""
         c = self.columns
         s = self.strings
-        for i in range(len(c.s_ts)):
-            cat = s[c.s_cat[i]] if c.s_cat[i] >= 0 else ""
+        key, quads = self.slice_keys()
+        for i in self._other_slices():
+            name, cat_index, _file, _line = quads[key[i]]
+            cat = s[cat_index] if cat_index >= 0 else ""
             if category not in cat.split(","):
                 continue
-            track = self.tracks.get(c.s_track[i]) or {}
-            if track.get("kind") == "thread":
-                continue
             args = c.args[c.s_args[i]] if c.s_args[i] >= 0 else {}
-            yield i, args, s[c.s_name[i]], self._track_name(c.s_track[i])
+            yield i, args, s[name], self._track_name(self._slice_track(i))
 
     def steps(self) -> list[Step]:
         """asyncio task steps, by start time."""
@@ -410,9 +489,10 @@ class Trace:
         their task's track (category "region"), by start time."""
         c = self.columns
         s = self.strings
+        key, quads = self.slice_keys()
         spans = [
             Span(name=name, track=track, start_ns=c.s_ts[i], dur_ns=c.s_dur[i],
-                 category=s[c.s_cat[i]], args=args)
+                 category=s[quads[key[i]][1]], args=args)
             for category in ("task", "region")
             for i, args, name, track in self._track_slices(category)
         ]
@@ -469,7 +549,7 @@ def read(path: Union[str, os.PathLike[str]], *, allow_damaged: bool = False) -> 
     """
     name = os.fspath(path)
     data = _read_bytes(name)
-    columns = _tracecore.decode(data)
+    columns = _decode.decode(data)
     if columns.error and not (columns.tracks or columns.s_ts or columns.instants or columns.counters):
         # nothing decoded before the error: random bytes, a text file, a bomb
         raise ExectraceError(f"{name} is not a Perfetto trace ({columns.error})")
@@ -490,7 +570,7 @@ def read_metadata(path: Union[str, os.PathLike[str]]) -> Metadata:
     enough to list a directory of large traces. Raises ExectraceError like read()."""
     name = os.fspath(path)
     data = _read_bytes(name, limit=METADATA_READ_BYTES)
-    columns = _tracecore.decode(data, metadata_only=True)
+    columns = _decode.decode(data, metadata_only=True)
     if columns.window_begin is None:
         if columns.error and columns.packets == 0:
             raise ExectraceError(f"{name} is not a Perfetto trace ({columns.error})")

@@ -8,11 +8,13 @@ The outcome must be a summary of what is readable (exit 0) or one clear error
 line on stderr (exit 1; 2 for usage) -- never a crash, a hang or a Python
 traceback. Every command runs as `python -m exectrace ...` in a subprocess
 with a timeout. To keep this quick, the cross product of files and commands
-(summary, summary --json, convert --to chrome-json and --to pprof) runs in a
+(summary, summary --json, --since/--until and of two files, diff, convert
+--to chrome-json, --to pprof and --to pprof --reason all) runs in a
 few subprocesses that call the CLI's main() once per file, each call under a
 watchdog (faulthandler) and with its own stdout and stderr; `summary` and
-`view` also run as one `python -m exectrace` per file. ls, ls --verify and
-debug-zip run on a dump dir holding all of them under trace-file names.
+`view` also run as one `python -m exectrace` per file. ls, ls --verify,
+summary DIR, diff DIR DIR and debug-zip run on a dump dir holding all of them
+under trace-file names.
 """
 
 from __future__ import annotations
@@ -132,6 +134,11 @@ COMMANDS = {
     "convert chrome-json": lambda p, o: ["convert", str(p), "--to", "chrome-json", "-o", str(o / "c.json"),
                                          "--force"],
     "convert pprof": lambda p, o: ["convert", str(p), "--to", "pprof", "-o", str(o / "p.pb.gz"), "--force"],
+    "convert pprof --reason all": lambda p, o: ["convert", str(p), "--to", "pprof", "--reason", "all",
+                                                "-o", str(o / "r.pb.gz"), "--force"],
+    "summary --since --until": lambda p, o: ["summary", str(p), "--since", "1ms", "--until", "2s"],
+    "summary of two files": lambda p, o: ["summary", str(p), str(p), "-j", "1", "--json"],
+    "diff": lambda p, o: ["diff", str(p), str(p), "--json"],
 }
 
 
@@ -262,6 +269,21 @@ def test_ls_on_a_dir_of_hostile_files(hostile_dump, options):
     else:
         assert "unreadable" in result.stdout
         assert f"{len(regular)} files" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["summary"], ["summary", "--json"], ["diff"]])
+def test_many_windows_of_a_dir_of_hostile_files(hostile_dump, command):
+    """summary DIR and diff DIR DIR: every readable window, the others counted."""
+    args = [*command, hostile_dump] + ([hostile_dump] if command[0] == "diff" else [])
+    result = cli(*args, "-j", "2") if command[0] == "summary" else cli(*args)
+    assert_clean_outcome(" ".join(command), result.returncode, result.stdout, result.stderr)
+    assert result.returncode == 0
+    if command == ["summary", "--json"]:
+        report = json.loads(result.stdout)
+        assert report["window"]["files"] >= 2 and report["window"]["unreadable"] >= 10
+        assert report["window"]["damaged"]
+    elif command == ["summary"]:
+        assert "unreadable" in result.stdout
 
 
 def test_debug_zip_of_a_dir_of_hostile_files(hostile_dump, tmp_path):

@@ -9,6 +9,14 @@
                      sample types wall and blocked (self nanoseconds per call
                      stack; blocked counts C calls that sleep, wait for I/O,
                      a lock or a child process), labels "thread" and "tid".
+                     --reason io|lock|sleep|subprocess|all: a blocking
+                     profile of those waits only (one sample type each).
+
+Times cover only what the records cover: when the recorder's ring
+overflowed, the part of the window before the oldest kept record is left
+out (pprof: a comment says how much; chrome-json: metadata
+exectrace.covered_from_ns, and the calls open at that point carry
+"began_before_coverage").
 
 The output goes next to the input unless -o says where: FILE.out becomes
 FILE.json or FILE.pb.gz (any other last suffix is replaced the same way).
@@ -41,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output file, or - for stdout (default: FILE with the "
                              "format's suffix, .json or .pb.gz, next to it)")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
+    parser.add_argument("--reason", choices=("io", "lock", "sleep", "subprocess", "all"),
+                        help="pprof: a blocking profile of waits for this reason (all: one sample type per reason)")
 
 
 def default_output(path: str, to: str) -> str:
@@ -56,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     to_stdout = out == "-"
     if not to_stdout and os.path.exists(args.file):  # (a missing input: read() says so)
         _check_output(args.file, out, args.force)
+    if args.reason is not None and args.to != "pprof":
+        raise ExectraceError(f"--reason selects the sample types of a pprof profile; use it with --to pprof, "
+                             f"e.g. exectrace convert {args.file} --to pprof --reason {args.reason}")
     if to_stdout and args.to == "pprof" and is_tty(sys.stdout):
         raise ExectraceError("refusing to write a binary pprof profile to a terminal (use -o FILE)")
 
@@ -66,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     if to_stdout:
         if args.to == "pprof":
-            export.to_pprof(trace, sys.stdout.buffer)
+            export.to_pprof(trace, sys.stdout.buffer, reason=args.reason)
         else:
             export.to_chrome_json(trace, sys.stdout)
             sys.stdout.flush()
@@ -76,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         with output_file(out, force=args.force, exists=f"{out} exists (use --force to overwrite it)") as (fd, tmp):
             os.close(fd)
             if args.to == "pprof":
-                export.to_pprof(trace, tmp)
+                export.to_pprof(trace, tmp, reason=args.reason)
             else:
                 export.to_chrome_json(trace, tmp, compress=out.endswith(".gz"))
             # as private as the trace it came from (exectrace writes 0600)
