@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from exectrace import _decode, _perfetto, _summarize, _tracecore
+from exectrace import _decode, _perfetto, _summarize
 from exectrace.blocking import reason_of_slice
 from exectrace.errors import ExectraceError
 

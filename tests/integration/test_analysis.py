@@ -17,15 +17,10 @@ import pytest
 import exectrace
 from exectrace import dumpstore, export
 from exectrace.__main__ import main
-from exectrace._compat import HAS_SYS_MONITORING
 from exectrace.analysis import mmu, summarize
 from perfetto_check import check_trace
 
-#: `events` windows record waits and asyncio steps through sys.monitoring (3.12+);
-#: on 3.9-3.11 they hold samples, GC and traced locks only
-needs_monitoring = pytest.mark.skipif(not HAS_SYS_MONITORING,
-                                      reason="events mode records waits and asyncio steps on 3.12+")
-EVENTS = pytest.param("events", marks=needs_monitoring)
+EVENTS = "events"  # waits and asyncio steps: sys.monitoring on 3.12+, wrappers on 3.9-3.11
 
 
 def cli_json(*argv: object) -> dict:
@@ -133,7 +128,6 @@ with exectrace.tracing(sys.argv[1], mode="events", buffer_size="64KiB"):
 """
 
 
-@needs_monitoring
 def test_events_tiny_buffer_running_time_is_not_the_lost_time(tmp_path):
     """An `events` thread's running time is its life minus its waits: over
     the covered span only, or every lost wait would count as running."""

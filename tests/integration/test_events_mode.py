@@ -16,7 +16,6 @@ import pytest
 import exectrace
 from exectrace import analysis
 from exectrace.__main__ import main
-from exectrace._compat import HAS_SYS_MONITORING
 from perfetto_check import check_trace
 
 

@@ -26,9 +26,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
 from exectrace import dumpstore
+from exectrace._files import is_tty
 from exectrace.analysis import format_text, merge, summarize
 from exectrace.errors import ExectraceConfigError, ExectraceError
-from exectrace._files import is_tty
 from exectrace.fleet import layout
 from exectrace.reader import read
 from exectrace.settings import parse_duration, parse_value
