@@ -637,6 +637,13 @@ _TABLE = (
         "While tracing is on, threading.Lock/RLock make locks whose `with lock:` waits are recorded.",
         "false",
     ),
+    Setting(
+        "slow_request", "EXECTRACE_SLOW_REQUEST", Duration(), 0,
+        "A request (exectrace.middleware) or OpenTelemetry span (exectrace.otel) taking this long"
+        " is logged in the window as slow, counted in status() and, with a flight recorder,"
+        " snapshotted; 0: never.",
+        "500ms", min=0,
+    ),
 )
 
 #: The settings table, in display order, by canonical name.
@@ -694,6 +701,7 @@ class Settings:
     counters_interval: int
     slow_step: int
     trace_locks: bool
+    slow_request: int
 
     def __post_init__(self) -> None:
         for name, setting in SETTINGS.items():
