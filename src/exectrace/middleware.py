@@ -67,7 +67,8 @@ def _check_route(route: Any, what: str) -> Optional[Callable[[Any], Optional[str
         raise TypeError(f"{what}(app, route=...) takes a function of the request's "
                         f"{'environ' if what.startswith('WSGI') else 'scope'} returning a route "
                         f"template or None, e.g. route=lambda r: '/users/{{id}}'; got {route!r}")
-    return route
+    checked: Optional[Callable[[Any], Optional[str]]] = route
+    return checked
 
 
 def _inner_apps(app: Any) -> Iterator[Any]:
@@ -98,7 +99,7 @@ def _is_django_handler(app: Any) -> bool:
 
 
 def _django_route(path: str) -> Optional[str]:
-    from django.urls import Resolver404, resolve
+    from django.urls import Resolver404, resolve  # type: ignore[import-untyped, import-not-found]
 
     try:
         route = resolve(path).route

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 
 import pytest
@@ -326,12 +325,11 @@ def test_middleware_tasks_carry_the_current_span_ids(tmp_path, otel_tracer):
 def test_span_processor_spans_become_tasks_and_slow_spans_are_logged(tmp_path, otel_tracer):
     out = tmp_path / "t.out"
     before = exectrace.status()["slow_spans"]
-    with exectrace.tracing(out, c_calls=False):
-        with otel_tracer.start_as_current_span("checkout") as outer:
-            with otel_tracer.start_as_current_span("charge card"):
-                time.sleep(0.04)
-            with otel_tracer.start_as_current_span("send mail"):
-                pass
+    with exectrace.tracing(out, c_calls=False), otel_tracer.start_as_current_span("checkout") as outer:
+        with otel_tracer.start_as_current_span("charge card"):
+            time.sleep(0.04)
+        with otel_tracer.start_as_current_span("send mail"):
+            pass
     spans = {s.name: s for s in tasks(out)}
     assert set(spans) == {"checkout", "charge card", "send mail"}
     trace_id = format(outer.get_span_context().trace_id, "032x")

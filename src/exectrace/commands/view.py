@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib.util
-import json
 import mimetypes
 import os
 import re
