@@ -40,7 +40,12 @@ app = flask.Flask(__name__)
 def reply(body):
     response = flask.make_response(body)
     response.headers["X-Pid"] = str(os.getpid())
+    response.headers["X-Traced"] = "1" if exectrace._tracecore.is_active() else "0"
     return response
+
+@app.route("/ready")
+def ready():
+    return reply("ready")
 
 @app.route("/users/<int:user_id>")
 def user(user_id):
@@ -58,7 +63,8 @@ def stream():
         for i in range(5):
             time.sleep(0.02)
             yield f"chunk {i}\\n"
-    return flask.Response(body(), headers={"X-Pid": str(os.getpid())})
+    return flask.Response(body(), headers={"X-Pid": str(os.getpid()),
+                                           "X-Traced": "1" if exectrace._tracecore.is_active() else "0"})
 
 app.wsgi_app = WSGIMiddleware(app.wsgi_app)
 '''
@@ -67,20 +73,27 @@ FASTAPI_APP = '''
 import asyncio, os, time
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import PlainTextResponse, StreamingResponse
+import exectrace
 from exectrace.middleware import ASGIMiddleware
 
 api = FastAPI()
-HEADERS = {"X-Pid": str(os.getpid())}
+
+def headers():
+    return {"X-Pid": str(os.getpid()), "X-Traced": "1" if exectrace._tracecore.is_active() else "0"}
+
+@api.get("/ready")
+async def ready():
+    return PlainTextResponse("ready", headers=headers())
 
 @api.get("/items/{item_id}")
 async def item(item_id: int):
     await asyncio.sleep(0.001)
-    return PlainTextResponse(f"item {item_id}", headers=HEADERS)
+    return PlainTextResponse(f"item {item_id}", headers=headers())
 
 @api.get("/slow")
 def slow():
     time.sleep(0.3)
-    return PlainTextResponse("slow", headers=HEADERS)
+    return PlainTextResponse("slow", headers=headers())
 
 @api.get("/stream")
 async def stream():
@@ -88,7 +101,7 @@ async def stream():
         for i in range(5):
             await asyncio.sleep(0.02)
             yield f"chunk {i}\\n"
-    return StreamingResponse(body(), headers=HEADERS)
+    return StreamingResponse(body(), headers=headers())
 
 @api.websocket("/ws/{room}")
 async def ws(websocket: WebSocket, room: str):
@@ -105,13 +118,20 @@ import os
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
+import exectrace
 from exectrace.middleware import ASGIMiddleware
 
-async def order(request):
-    return PlainTextResponse("order " + request.path_params["order_id"],
-                             headers={"X-Pid": str(os.getpid())})
+def headers():
+    return {"X-Pid": str(os.getpid()), "X-Traced": "1" if exectrace._tracecore.is_active() else "0"}
 
-api = Starlette(routes=[Mount("/shop", routes=[Route("/orders/{order_id}", order)])])
+async def order(request):
+    return PlainTextResponse("order " + request.path_params["order_id"], headers=headers())
+
+async def ready(request):
+    return PlainTextResponse("ready", headers=headers())
+
+api = Starlette(routes=[Route("/ready", ready),
+                        Mount("/shop", routes=[Route("/orders/{order_id}", order)])])
 app = ASGIMiddleware(api)
 '''
 
@@ -125,14 +145,22 @@ settings.configure(DEBUG=False, ALLOWED_HOSTS=["127.0.0.1", "localhost"], ROOT_U
 from django.core.wsgi import get_wsgi_application
 from django.http import HttpResponse
 from django.urls import path
+import exectrace
 from exectrace.middleware import WSGIMiddleware
 
-def article(request, slug, year):
-    response = HttpResponse(f"{year} {slug}")
+def reply(text):
+    response = HttpResponse(text)
     response["X-Pid"] = str(os.getpid())
+    response["X-Traced"] = "1" if exectrace._tracecore.is_active() else "0"
     return response
 
-urlpatterns = [path("articles/<int:year>/<slug:slug>/", article)]
+def article(request, slug, year):
+    return reply(f"{year} {slug}")
+
+def ready(request):
+    return reply("ready")
+
+urlpatterns = [path("articles/<int:year>/<slug:slug>/", article), path("ready", ready)]
 application = WSGIMiddleware(get_wsgi_application())
 '''
 
@@ -186,6 +214,8 @@ class Server:
     port: int
     log: Path
     pids_seen: list[int] = field(default_factory=list)
+    #: per response: (X-Pid, whether the handler ran inside a trace window)
+    traced: list[tuple[int, bool]] = field(default_factory=list)
 
     def request(self, path: str, method: str = "GET", timeout: float = 30) -> tuple[int, str, Optional[int]]:
         """One request on a new connection: (status, body, the X-Pid header)."""
@@ -197,9 +227,30 @@ class Server:
             pid = response.getheader("X-Pid")
             if pid is not None:
                 self.pids_seen.append(int(pid))
+                self.traced.append((int(pid), response.getheader("X-Traced") == "1"))
             return response.status, body, int(pid) if pid else None
         finally:
             connection.close()
+
+    def wait_until_traced(self, in_a_row: int = 12, timeout: float = 30) -> None:
+        """Asks /ready until `in_a_row` answers in a row come from inside a
+        window: a forked worker opens its first window a moment after it
+        starts accepting (its scheduler thread starts after the fork)."""
+        deadline = time.monotonic() + timeout
+        run = 0
+        while run < in_a_row:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"workers not tracing after {timeout} s: {self.traced[-20:]}")
+            self.request("/ready")
+            run = run + 1 if self.traced[-1][1] else 0
+        self.traced.clear()
+
+    def traced_by_pid(self) -> dict[int, int]:
+        """pid -> responses handled inside a window (since wait_until_traced)."""
+        counts: dict[int, int] = {}
+        for pid, traced in self.traced:
+            counts[pid] = counts.get(pid, 0) + traced
+        return counts
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

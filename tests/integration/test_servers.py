@@ -53,6 +53,11 @@ def read_tasks(dump: Path) -> dict[int, list[exectrace.Span]]:
     return by_pid
 
 
+def all_traced(server, n: int) -> bool:
+    """Each of the n responses since wait_until_traced() was handled in a window."""
+    return len(server.traced) == n and all(traced for _pid, traced in server.traced)
+
+
 def finished(span: exectrace.Span) -> bool:
     return "unfinished" not in span.args and "began_before_window" not in span.args
 
@@ -65,6 +70,7 @@ def test_gunicorn_prefork_4_workers_each_writes_its_own_requests(tmp_path):
     n = 40
     with serve(gunicorn("flaskapp:app", port, "-w", "4", "-k", "sync"), tmp_path,
                server_env(tmp_path, dump_dir=str(dump), **ONE_WINDOW), port=port) as server:
+        server.wait_until_traced()
         with ThreadPoolExecutor(8) as pool:  # concurrent clients spread the requests over the workers
             results = list(pool.map(lambda i: server.request(f"/users/{i}"), range(n)))
         stream = server.request("/stream")
@@ -77,6 +83,7 @@ def test_gunicorn_prefork_4_workers_each_writes_its_own_requests(tmp_path):
     assert set(by_pid) == set(workers) | {master}, "one file per worker and one for the master, no other"
     assert by_pid[master] == [], "the master serves no request"
     served = collections.Counter(pid for _status, _body, pid in results)
+    assert all_traced(server, n + 1)
     for pid in workers:  # each worker's file holds exactly the requests that worker answered
         users = [s for s in by_pid[pid] if s.name == "GET /users/<int:user_id>"]
         assert len(users) == served[pid], (pid, served)
@@ -96,11 +103,13 @@ def test_gunicorn_gthread_preload_regions_on_handling_threads_and_slow_requests(
     env = server_env(tmp_path, dump_dir=str(dump), slow_request="200ms", **ONE_WINDOW)
     with serve(gunicorn("flaskapp:app", port, "-w", "2", "-k", "gthread", "--threads", "4", "--preload"),
                tmp_path, env, port=port) as server:
+        server.wait_until_traced()
         with ThreadPoolExecutor(6) as pool:
             results = list(pool.map(lambda i: server.request(f"/users/{i}"), range(30)))
         slow = server.request("/slow")
         master = server.process.pid
     assert all(r[0] == 200 for r in results) and slow[0] == 200
+    assert all_traced(server, 31)
     workers = booted_workers(server.log_text())
     by_pid = read_tasks(dump)
     assert set(by_pid) == set(workers) | {master} and len(workers) == 2
@@ -134,9 +143,11 @@ def test_django_under_gunicorn_via_exectrace_run(tmp_path):
     argv = [sys.executable, "-m", "exectrace", "run", "--interval", "1h", "--duration", "1h",
             "--dump-dir", str(dump), "--", *gunicorn("djangoapp:application", port, "-w", "1")]
     with serve(argv, tmp_path, env, port=port) as server:
+        server.wait_until_traced()
         results = [server.request(f"/articles/{2000 + i}/post-{i}/") for i in range(12)]
         missing = server.request("/nothing/here/42")
     assert all(r[0] == 200 for r in results) and missing[0] == 404
+    assert all_traced(server, 12)
     spans = [s for spans in read_tasks(dump).values() for s in spans]
     articles = [s for s in spans if s.name == "GET /articles/<int:year>/<slug:slug>/"]
     assert len(articles) == 12 and all(finished(s) and s.args["status"] == 200 for s in articles)
@@ -151,12 +162,14 @@ def test_uvicorn_fastapi_one_worker(tmp_path):
     port = free_port()
     env = server_env(tmp_path, dump_dir=str(dump), slow_request="200ms", **ONE_WINDOW)
     with serve(uvicorn("fastapiapp:app", port), tmp_path, env, port=port) as server:
+        server.wait_until_traced()
         results = [server.request(f"/items/{i}") for i in range(25)]
         stream = server.request("/stream")
         slow = server.request("/slow")
         pid = server.process.pid
     assert all(r[0] == 200 and r[2] == pid for r in results)
     assert stream[0] == 200 and slow[0] == 200
+    assert all_traced(server, 27)
     by_pid = read_tasks(dump)
     assert set(by_pid) == {pid}
     spans = by_pid[pid]
@@ -180,10 +193,12 @@ def test_uvicorn_several_workers_starlette_mount(tmp_path):
     env = server_env(tmp_path, dump_dir=str(dump), **ONE_WINDOW)
     n = 30
     with serve(uvicorn("starletteapp:app", port, "--workers", "2"), tmp_path, env, port=port) as server:
+        server.wait_until_traced()
         with ThreadPoolExecutor(6) as pool:
             results = list(pool.map(lambda i: server.request(f"/shop/orders/{i}"), range(n)))
         supervisor = server.process.pid
     assert all(r[0] == 200 for r in results)
+    assert all_traced(server, n)
     served = collections.Counter(pid for _s, _b, pid in results)
     by_pid = read_tasks(dump)
     workers = [int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", server.log_text())]
@@ -209,6 +224,7 @@ def test_slow_request_snapshot_names_the_route(tmp_path):  # pragma: no cover - 
     port = free_port()
     env = server_env(tmp_path, dump_dir=str(dump), slow_request="200ms", **ONE_WINDOW)
     with serve(gunicorn("flaskapp:app", port, "-w", "1"), tmp_path, env, port=port) as server:
+        server.wait_until_traced()
         assert server.request("/slow")[0] == 200
         assert server.request("/users/1")[0] == 200
     reasons = []
