@@ -147,3 +147,55 @@ def test_starlette_asgi_in_process(benchmark, mode):
         assert benchmark.pedantic(lambda: loop.run_until_complete(calls()), rounds=15, warmup_rounds=2) == CALLS
     finally:
         loop.close()
+
+
+NOOP_CALLS = 100_000
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_idle_path_per_request_wsgi(benchmark, mode):
+    """The middleware's own cost between windows: a WSGI app that does
+    nothing, called directly or through the middleware (ns per request =
+    the difference of the medians / NOOP_CALLS)."""
+    assert not _tracecore.is_active()
+    body = [b"ok"]
+
+    def noop(environ, start_response):
+        return body
+
+    app = WSGIMiddleware(noop) if mode == "middleware" else noop
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/users/1"}
+
+    def calls():
+        for _ in range(NOOP_CALLS):
+            app(environ, None)
+        return NOOP_CALLS
+
+    benchmark.group = f"middleware between windows: no-op WSGI app ({NOOP_CALLS} calls)"
+    record(benchmark, mode, NOOP_CALLS)
+    assert benchmark.pedantic(calls, rounds=15, warmup_rounds=2) == NOOP_CALLS
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_idle_path_per_request_asgi(benchmark, mode):
+    """The same for ASGI: the middleware adds a flag check and one coroutine."""
+    assert not _tracecore.is_active()
+
+    async def noop(scope, receive, send):
+        return None
+
+    app = ASGIMiddleware(noop) if mode == "middleware" else noop
+    scope = {"type": "http", "method": "GET", "path": "/items/1"}
+
+    async def calls():
+        for _ in range(NOOP_CALLS):
+            await app(scope, None, None)
+        return NOOP_CALLS
+
+    loop = asyncio.new_event_loop()
+    try:
+        benchmark.group = f"middleware between windows: no-op ASGI app ({NOOP_CALLS} calls)"
+        record(benchmark, mode, NOOP_CALLS)
+        assert benchmark.pedantic(lambda: loop.run_until_complete(calls()), rounds=15, warmup_rounds=2) == NOOP_CALLS
+    finally:
+        loop.close()
