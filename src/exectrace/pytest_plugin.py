@@ -92,7 +92,7 @@ class _Test:
     failed: bool = False
 
 
-@dataclass
+@dataclass(eq=False)  # pytest keeps plugins in sets: hashed by identity
 class _Tracer:
     directory: str
     keep: Keep
