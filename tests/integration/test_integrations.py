@@ -410,3 +410,50 @@ def test_slow_request_calls_snapshot_with_the_route(tmp_path, monkeypatch):  # p
         drive_wsgi(WSGIMiddleware(slow_app, slow="20ms"), environ("/reports/77"))
         drive_wsgi(WSGIMiddleware(plain_app, slow="20ms"), environ("/fast"))
     assert len(reasons) == 1 and reasons[0].startswith("slow request: GET /reports/{id} took ")
+
+
+def test_django_asgi_route(python, tmp_path):
+    """Django's ASGI handler: the route is resolver_match.route (a subprocess:
+    Django's settings are process-wide)."""
+    pytest.importorskip("django")
+    out = tmp_path / "t.out"
+    python(f"""
+        import asyncio
+        from django.conf import settings
+        settings.configure(ROOT_URLCONF=__name__, ALLOWED_HOSTS=["*"], SECRET_KEY="t", MIDDLEWARE=[],
+                           INSTALLED_APPS=[])
+        import django
+        django.setup()
+        from django.core.handlers.asgi import ASGIHandler
+        from django.http import HttpResponse
+        from django.urls import path
+        import exectrace
+        from exectrace.middleware import ASGIMiddleware
+
+        urlpatterns = [path("books/<int:book_id>/", lambda request, book_id: HttpResponse("ok"))]
+        app = ASGIMiddleware(ASGIHandler())
+
+        async def one(path):
+            sent = []
+            messages = [{{"type": "http.request", "body": b""}}]
+            async def receive():  # the client stays connected until the response is sent
+                if messages:
+                    return messages.pop(0)
+                await asyncio.sleep(60)
+                return {{"type": "http.disconnect"}}
+            async def send(message):
+                sent.append(message)
+            scope = {{"type": "http", "asgi": {{"version": "3.0"}}, "http_version": "1.1", "method": "GET",
+                      "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+                      "query_string": b"", "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 1),
+                      "server": ("127.0.0.1", 80)}}
+            await app(scope, receive, send)
+            return sent[0]["status"]
+
+        with exectrace.tracing({str(out)!r}, c_calls=False):
+            assert asyncio.run(one("/books/7/")) == 200
+            assert asyncio.run(one("/nope/8")) == 404
+    """)
+    spans = {s.name: s for s in tasks(out)}
+    assert spans["GET /books/<int:book_id>/"].args["status"] == 200
+    assert spans["GET /nope/{id}"].args["status"] == 404
