@@ -197,6 +197,7 @@ def test_task_arguments_are_not_kept_past_their_window(tmp_path):
     with exectrace.tracing(tmp_path / "b.out", c_calls=False):
         pass
     assert _annotate.pending() == 0
+    assert tasks(tmp_path / "b.out") == []
     (span,) = tasks(tmp_path / "a.out")
     assert span.args.get("unfinished") is True
 
