@@ -37,10 +37,15 @@ from exectrace.middleware import WSGIMiddleware
 
 app = flask.Flask(__name__)
 
+def traced(environ_or_scope):
+    """"1" when exectrace.middleware recorded this request as a task (a window was open)."""
+    task = environ_or_scope.get("exectrace.task")
+    return "1" if task is not None and task.id != 0 else "0"
+
 def reply(body):
     response = flask.make_response(body)
     response.headers["X-Pid"] = str(os.getpid())
-    response.headers["X-Traced"] = "1" if exectrace._tracecore.is_active() else "0"
+    response.headers["X-Traced"] = traced(flask.request.environ)
     return response
 
 @app.route("/ready")
@@ -63,45 +68,49 @@ def stream():
         for i in range(5):
             time.sleep(0.02)
             yield f"chunk {i}\\n"
-    return flask.Response(body(), headers={"X-Pid": str(os.getpid()),
-                                           "X-Traced": "1" if exectrace._tracecore.is_active() else "0"})
+    return flask.Response(body(), headers={"X-Pid": str(os.getpid()), "X-Traced": traced(flask.request.environ)})
 
 app.wsgi_app = WSGIMiddleware(app.wsgi_app)
 '''
 
 FASTAPI_APP = '''
 import asyncio, os, time
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse, StreamingResponse
 import exectrace
 from exectrace.middleware import ASGIMiddleware
 
 api = FastAPI()
 
-def headers():
-    return {"X-Pid": str(os.getpid()), "X-Traced": "1" if exectrace._tracecore.is_active() else "0"}
+def traced(environ_or_scope):
+    """"1" when exectrace.middleware recorded this request as a task (a window was open)."""
+    task = environ_or_scope.get("exectrace.task")
+    return "1" if task is not None and task.id != 0 else "0"
+
+def headers(request):
+    return {"X-Pid": str(os.getpid()), "X-Traced": traced(request.scope)}
 
 @api.get("/ready")
-async def ready():
-    return PlainTextResponse("ready", headers=headers())
+async def ready(request: Request):
+    return PlainTextResponse("ready", headers=headers(request))
 
 @api.get("/items/{item_id}")
-async def item(item_id: int):
+async def item(item_id: int, request: Request):
     await asyncio.sleep(0.001)
-    return PlainTextResponse(f"item {item_id}", headers=headers())
+    return PlainTextResponse(f"item {item_id}", headers=headers(request))
 
 @api.get("/slow")
-def slow():
+def slow(request: Request):
     time.sleep(0.3)
-    return PlainTextResponse("slow", headers=headers())
+    return PlainTextResponse("slow", headers=headers(request))
 
 @api.get("/stream")
-async def stream():
+async def stream(request: Request):
     async def body():
         for i in range(5):
             await asyncio.sleep(0.02)
             yield f"chunk {i}\\n"
-    return StreamingResponse(body(), headers=headers())
+    return StreamingResponse(body(), headers=headers(request))
 
 @api.websocket("/ws/{room}")
 async def ws(websocket: WebSocket, room: str):
@@ -121,14 +130,19 @@ from starlette.routing import Mount, Route
 import exectrace
 from exectrace.middleware import ASGIMiddleware
 
-def headers():
-    return {"X-Pid": str(os.getpid()), "X-Traced": "1" if exectrace._tracecore.is_active() else "0"}
+def traced(environ_or_scope):
+    """"1" when exectrace.middleware recorded this request as a task (a window was open)."""
+    task = environ_or_scope.get("exectrace.task")
+    return "1" if task is not None and task.id != 0 else "0"
+
+def headers(request):
+    return {"X-Pid": str(os.getpid()), "X-Traced": traced(request.scope)}
 
 async def order(request):
-    return PlainTextResponse("order " + request.path_params["order_id"], headers=headers())
+    return PlainTextResponse("order " + request.path_params["order_id"], headers=headers(request))
 
 async def ready(request):
-    return PlainTextResponse("ready", headers=headers())
+    return PlainTextResponse("ready", headers=headers(request))
 
 api = Starlette(routes=[Route("/ready", ready),
                         Mount("/shop", routes=[Route("/orders/{order_id}", order)])])
@@ -148,17 +162,23 @@ from django.urls import path
 import exectrace
 from exectrace.middleware import WSGIMiddleware
 
-def reply(text):
+
+def traced(environ_or_scope):
+    """"1" when exectrace.middleware recorded this request as a task (a window was open)."""
+    task = environ_or_scope.get("exectrace.task")
+    return "1" if task is not None and task.id != 0 else "0"
+
+def reply(request, text):
     response = HttpResponse(text)
     response["X-Pid"] = str(os.getpid())
-    response["X-Traced"] = "1" if exectrace._tracecore.is_active() else "0"
+    response["X-Traced"] = traced(request.META)
     return response
 
 def article(request, slug, year):
-    return reply(f"{year} {slug}")
+    return reply(request, f"{year} {slug}")
 
 def ready(request):
-    return reply("ready")
+    return reply(request, "ready")
 
 urlpatterns = [path("articles/<int:year>/<slug:slug>/", article), path("ready", ready)]
 application = WSGIMiddleware(get_wsgi_application())
@@ -214,7 +234,7 @@ class Server:
     port: int
     log: Path
     pids_seen: list[int] = field(default_factory=list)
-    #: per response: (X-Pid, whether the handler ran inside a trace window)
+    #: per response: (X-Pid, whether the middleware recorded it as a task: X-Traced)
     traced: list[tuple[int, bool]] = field(default_factory=list)
 
     def request(self, path: str, method: str = "GET", timeout: float = 30) -> tuple[int, str, Optional[int]]:
@@ -233,8 +253,8 @@ class Server:
             connection.close()
 
     def wait_until_traced(self, in_a_row: int = 12, timeout: float = 30) -> None:
-        """Asks /ready until `in_a_row` answers in a row come from inside a
-        window: a forked worker opens its first window a moment after it
+        """Asks /ready until `in_a_row` answers in a row were recorded as
+        tasks: a forked worker opens its first window a moment after it
         starts accepting (its scheduler thread starts after the fork)."""
         deadline = time.monotonic() + timeout
         run = 0

@@ -20,6 +20,11 @@ given) is logged in the window (``slow request`` entry), counted in
 ``exectrace.status()["slow_requests"]`` and, with a flight recorder, passed to
 ``exectrace.snapshot(reason)``.
 
+Inside a window the request's task is current while the app runs (regions the
+app opens belong to it) and is in ``environ["exectrace.task"]`` /
+``scope["exectrace.task"]``, e.g. for regions on other threads:
+``environ["exectrace.task"].region("render")``.
+
 Between windows a request costs one flag check. Nothing here raises into the
 application: a fault of the middleware leaves the request untraced.
 """
@@ -35,7 +40,7 @@ from typing import Any, Callable, Optional
 from exectrace import _annotate, _tracecore
 from exectrace.settings import SETTINGS
 
-__all__ = ["ASGIMiddleware", "WSGIMiddleware", "collapse_path"]
+__all__ = ["TASK_KEY", "ASGIMiddleware", "WSGIMiddleware", "collapse_path"]
 
 _is_active = _tracecore.is_active
 
@@ -44,6 +49,9 @@ _ID_SEGMENT = re.compile(rf"(?:[0-9]+|{_UUID}|(?=[a-fA-F]*[0-9])[0-9a-fA-F]{{8,}
 #: Paths longer than this are cut (with "...") in task names.
 MAX_PATH = 200
 _WRAPPER_ATTRIBUTES = ("app", "wsgi_app", "application", "__wrapped__")
+#: The environ (WSGI) or scope (ASGI) key holding the request's exectrace.Task,
+#: e.g. for regions of the request on other threads: environ[TASK_KEY].region("db").
+TASK_KEY = "exectrace.task"
 
 
 def collapse_path(path: str) -> str:
@@ -114,7 +122,7 @@ def _django_route(path: str) -> Optional[str]:
 class _Request:
     """One traced request: its task, region, start time and outcome."""
 
-    __slots__ = ("name", "task", "region", "start_ns", "status", "args", "finished", "slow_ns")
+    __slots__ = ("name", "task", "region", "start_ns", "status", "args", "finished", "slow_ns", "entered")
 
     def __init__(self, name: str, slow_ns: Optional[int]) -> None:
         self.name = name
@@ -123,11 +131,29 @@ class _Request:
         self.start_ns = time.monotonic_ns()
         self.status: Optional[int] = None
         self.finished = False
+        self.entered = False
         self.slow_ns = slow_ns
         ids = _annotate.otel_ids()
         self.args: dict[str, Any] = dict(ids) if ids else {}
         if ids:
             _annotate.set_task_args(self.task, self.args)
+
+    def enter(self) -> None:
+        """Makes the task current (a context variable) for the app's regions."""
+        try:
+            self.task.__enter__()
+            self.entered = True
+        except Exception:
+            pass
+
+    def leave(self) -> None:
+        """Resets the current task (once); the task was ended by finish()."""
+        if self.entered:
+            self.entered = False
+            try:
+                self.task.__exit__(None, None, None)
+            except Exception:
+                pass
 
     def finish(self, error: Optional[BaseException] = None) -> None:
         """Ends the task with its arguments (once); never raises."""
@@ -190,15 +216,19 @@ class WSGIMiddleware:
                 pass
             return start_response(status, headers, exc_info)
 
+        environ[TASK_KEY] = request.task
+        request.enter()  # regions the app opens belong to the request's task
         try:
             with request.region:
                 result = self.app(environ, traced_start_response)
         except BaseException as e:
             request.finish(e)
+            request.leave()
             raise
         file_wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(result, (list, tuple)) or (isinstance(file_wrapper, type) and isinstance(result, file_wrapper)):
             request.finish()  # the whole body is there (or sent by the server's sendfile)
+            request.leave()
             return result
         return _ClosingIterable(result, request)
 
@@ -263,6 +293,7 @@ class _ClosingIterable:
                 close()
         finally:
             self._request.finish()
+            self._request.leave()
 
 
 # ---------------------------------------------------------------------- ASGI
@@ -315,6 +346,7 @@ class ASGIMiddleware:
             except Exception:
                 pass
 
+        scope[TASK_KEY] = request.task
         try:
             with request.task, request.region:
                 await self.app(scope, receive, traced_send)

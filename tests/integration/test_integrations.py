@@ -166,7 +166,9 @@ def test_flask_rule_and_slow_requests_counted_and_logged(tmp_path):
 
     @app.route("/users/<int:user_id>")
     def user(user_id):
-        time.sleep(0.05 if user_id == 2 else 0)
+        assert flask.request.environ["exectrace.task"].name == "GET /users/<int:user_id>"
+        with exectrace.region("db"):  # the request's task is current: a region of it
+            time.sleep(0.05 if user_id == 2 else 0)
         return str(user_id)
 
     app.wsgi_app = WSGIMiddleware(app.wsgi_app, slow="40ms")  # type: ignore[method-assign]
@@ -177,6 +179,8 @@ def test_flask_rule_and_slow_requests_counted_and_logged(tmp_path):
             assert drive_wsgi(app, environ(f"/users/{i}"))[1] == str(i).encode()
     spans = tasks(out)
     assert [s.name for s in spans] == ["GET /users/<int:user_id>"] * 3
+    db = [s for s in exectrace.read(out).spans() if s.category == "region" and s.name == "db"]
+    assert [s.args["task"] for s in db] == ["GET /users/<int:user_id>"] * 3
     assert exectrace.status()["slow_requests"] == before + 1
     (log,) = [e for e in exectrace.read(out).logs() if e.category == "slow request"]
     assert log.name.startswith("GET /users/<int:user_id> took ") and log.name.endswith("status 200")
