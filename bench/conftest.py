@@ -143,7 +143,10 @@ def pytest_terminal_summary(terminalreporter, config):
     for group, modes, base in others:
         ratios = ", ".join(f"{mode} {_median(bench) / _median(base):.3f}x"
                            for mode, bench in modes.items() if mode != "untraced")
-        write(f"{group} ({_median(base) * 1e3:.1f} ms untraced): {ratios}")
+        requests = base.extra_info.get("requests_per_round")
+        rates = (" (requests/s: " + ", ".join(f"{mode} {requests / _median(bench):,.0f}"
+                                              for mode, bench in modes.items()) + ")") if requests else ""
+        write(f"{group} ({_median(base) * 1e3:.1f} ms untraced): {ratios}{rates}")
     fresh = {b.extra_info["fresh_process_mode"]: b.extra_info["process_median_s"]
              for b in extra if "fresh_process_mode" in b.extra_info}
     if "no-package" in fresh and "idle-controller" in fresh:

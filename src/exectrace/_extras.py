@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from exectrace import _annotate, _tracecore
 from exectrace import _perfetto as pf
-from exectrace import _tracecore
-from exectrace._protowire import field_bytes, field_double, field_fixed64, field_str, field_varint
+from exectrace._protowire import field_bytes, field_double, field_fixed64, field_str, field_varint, varint
 
 #: The name of the instant that ends every file (on the exectrace track).
 TRAILER = pf.TRAILER_NAME
@@ -204,6 +204,7 @@ def add_annotations(extras: Extras, capture: Any, thread_names: Sequence[str]) -
     track per thread."""
     events = capture.events()
     if not events:
+        _annotate.take_task_args((), (), extras.start_ns)  # drops arguments no window claimed
         return {"logs": 0, "tasks": 0}
     task_tracks: dict[int, int] = {}
     task_spans: dict[int, list[Any]] = {}  # id -> [name, begin or None, end or None]
@@ -222,6 +223,10 @@ def add_annotations(extras: Extras, capture: Any, thread_names: Sequence[str]) -
         return task_tracks[task]
 
     names_by_task = {task: a for kind, _ts, _t, task, a, _b in events if kind == "task_begin"}
+    # arguments set after a task began (exectrace.middleware, exectrace.otel)
+    late_args = _annotate.take_task_args((t for k, _ts, _t, t, _a, _b in events if k == "task_end"),
+                                         (t for k, _ts, _t, t, _a, _b in events if k.startswith("task")),
+                                         extras.start_ns)
     for kind, ts, thread, task, a, b in events:
         if kind == "log":
             if thread < 0:
@@ -248,15 +253,18 @@ def add_annotations(extras: Extras, capture: Any, thread_names: Sequence[str]) -
                 open_regions[key].append((ts, str(a)))
             elif open_regions[key]:
                 start, region = open_regions[key].pop()
+                region_args = {"task": name, "thread": thread_name(thread)}
+                region_args.update((k, v) for k, v in late_args.get(task, {}).items()
+                                   if k in _annotate.REGION_KEYS)
                 extras.slice(region_tracks[key], start, ts, region, categories=("region",),
-                             args={"task": name, "thread": thread_name(thread)})
+                             args=region_args)
     for key, stack in open_regions.items():  # still open when the window closed
         while stack:
             start, region = stack.pop()
             extras.slice(region_tracks[key], start, extras.stop_ns, region, categories=("region",),
                          args={"task": names_by_task.get(key[0], ""), "unfinished": True})
     for task, (name, begin, end) in task_spans.items():
-        args = {"id": task}
+        args = {"id": task, **late_args.get(task, {})}
         if begin is None:
             args["began_before_window"] = True
         if end is None:

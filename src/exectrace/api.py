@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from exectrace import _annotate
 from exectrace import controller as _controller
 from exectrace.settings import Settings, from_env, resolve
 
@@ -48,15 +49,19 @@ def stop() -> None:
 
 def status() -> dict[str, Any]:
     """Settings in force, whether a window is open, when the next one opens,
-    the dump directory's files and bytes, counters and the last error."""
+    the dump directory's files and bytes, counters (with the slow requests
+    and spans seen by exectrace.middleware and exectrace.otel) and the last error."""
     controller = _controller.current()
     if controller is None:
         settings = _current_settings()
-        return {
+        result: dict[str, Any] = {
             "enabled": False,
             "settings": settings.as_display_dict(),
             "window_open": False,
             "dump_dir": os.path.abspath(settings.dump_dir),
             "last_error": None,
         }
-    return controller.status()
+    else:
+        result = controller.status()
+    result.update(_annotate.counts())
+    return result

@@ -704,6 +704,13 @@ _TABLE = (
         "This host's name in trace files and in the keys of shipped objects (exectrace ship); empty: the system's host name.",
         "web-1", scope=WINDOW,
     ),
+    Setting(
+        "slow_request", "EXECTRACE_SLOW_REQUEST", Duration(), 0,
+        "A request (exectrace.middleware) or OpenTelemetry span (exectrace.otel) taking this long"
+        " is logged in the window as slow, counted in status() and, with a flight recorder,"
+        " snapshotted; 0: never.",
+        "500ms", scope=WINDOW,
+    ),
 )
 
 #: The settings table, in display order, by canonical name.
@@ -765,6 +772,7 @@ class Settings:
     sample_interval: int
     min_block: int
     host: str
+    slow_request: int
 
     def __post_init__(self) -> None:
         for name, setting in SETTINGS.items():

@@ -87,7 +87,7 @@ class Viewer:
     def __init__(self, path, port=0):
         env = {k: v for k, v in os.environ.items() if not k.startswith("EXECTRACE_")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exectrace", "view", str(path), "--no-open", "--port", str(port)],
+            [sys.executable, "-m", "exectrace", "view", str(path), "--no-open", "--ui", "online", "--port", str(port)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.lines = []
         deadline = time.monotonic() + 60

@@ -414,7 +414,7 @@ def test_table_order_and_names() -> None:
         "interval", "duration", "total_dump_size_limit", "dump_dir", "buffer_size", "c_calls",
         "min_duration", "max_depth", "include", "exclude", "compress", "clock",
         "counters_interval", "slow_step", "trace_locks", "mode", "sample_interval", "min_block",
-        "host",
+        "host", "slow_request",
     ]
     assert [f.name for f in dataclasses.fields(S.Settings)] == list(S.SETTINGS)
 

