@@ -26,7 +26,13 @@ from typing import Any, Optional
 
 from exectrace import _annotate, _tracecore
 from exectrace import _perfetto as pf
-from exectrace._protowire import field_bytes, field_double, field_fixed64, field_str, field_varint, varint
+from exectrace._protowire import (
+    field_bytes,
+    field_double,
+    field_fixed64,
+    field_str,
+    field_varint,
+)
 
 #: The name of the instant that ends every file (on the exectrace track).
 TRAILER = pf.TRAILER_NAME
