@@ -83,11 +83,15 @@ def report(request):
                   f"{ratio('events-no-sampler')} | {ratio('calls')} | {rate / 1024:.0f} KiB/s | {lost:.0f} |")
         if _interleaved:
             write("")
-            write("interleaved: median over rounds of each mode's time / the untraced time of the same round")
+            write(f"interleaved, {platform.python_implementation()} {platform.python_version()}: median over "
+                  "rounds of each mode's time / the untraced time of the same round (wall; process CPU)")
             write("| workload | events | events, no sampler | calls |")
             write("|---|---|---|---|")
             for group, r in _interleaved.items():
-                write(f"| {group} | {r['events']:.3f}x | {r['events-no-sampler']:.3f}x | {r['calls']:.3f}x |")
+                w, c = r["wall"], r["cpu"]
+                write(f"| {group} | {w['events']:.3f}x; {c['events']:.3f}x | "
+                      f"{w['events-no-sampler']:.3f}x; {c['events-no-sampler']:.3f}x | "
+                      f"{w['calls']:.3f}x; {c['calls']:.3f}x |")
 
 
 def measure(benchmark, mode, group, target, *args):
@@ -110,27 +114,35 @@ def measure(benchmark, mode, group, target, *args):
     return result
 
 
-def interleaved(group: str, target, *args, rounds: int = 15) -> dict[str, float]:
+def interleaved(group: str, target, *args, rounds: int = 15) -> dict[str, dict[str, float]]:
     """Each round runs the workload once per mode, in a rotating order, each
     traced run in a window of its own after one untimed run in that window
-    (so call sites have disabled themselves, as in a long window); returns
-    the median over rounds of each mode's time / the untraced time of the
-    same round: a machine whose load changes hurts every mode alike."""
+    (so call sites have disabled themselves, as in a long window). Returns,
+    per mode, the median over rounds of its time / the untraced time of the
+    same round, for wall time and for the process's CPU time (all threads,
+    the sampler's included): a machine whose load changes hurts every mode of
+    a round alike, and CPU time hardly sees the load at all."""
     import statistics
     import time
 
-    times: dict[str, list[float]] = {m: [] for m in MODES}
+    wall: dict[str, list[float]] = {m: [] for m in MODES}
+    cpu: dict[str, list[float]] = {m: [] for m in MODES}
     for r in range(rounds):
         for mode in MODES[r % len(MODES):] + MODES[:r % len(MODES)]:
             spent: list[float] = []
             with window(mode, group + " (interleaved)", spent):
                 if mode != "untraced":
                     target(*args)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 target(*args)
-                times[mode].append(time.perf_counter() - t0)
-                spent.append(times[mode][-1])
-    return {m: statistics.median(t / u for t, u in zip(times[m], times["untraced"])) for m in MODES}
+                c1, t1 = time.process_time(), time.perf_counter()
+                wall[mode].append(t1 - t0)
+                cpu[mode].append(c1 - c0)
+                spent.append(t1 - t0)
+    return {
+        kind: {m: statistics.median(t / u for t, u in zip(times[m], times["untraced"])) for m in MODES}
+        for kind, times in (("wall", wall), ("cpu", cpu))
+    }
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -157,7 +169,7 @@ def test_asyncio_server(benchmark, mode):
 
 @pytest.mark.parametrize("workload", ["call-heavy", "scheduler (richards-style)",
                                       "threaded server over loopback", "asyncio server over loopback"])
-def test_interleaved(benchmark, workload, loopback_server):
+def test_interleaved(benchmark, workload, loopback_server, rounds=21):
     targets = {
         "call-heavy": (workloads.call_heavy,),
         "scheduler (richards-style)": (workloads.scheduler,),
@@ -166,5 +178,6 @@ def test_interleaved(benchmark, workload, loopback_server):
     }
     target, *args = targets[workload]
     benchmark.group = "interleaved " + workload
-    result = benchmark.pedantic(interleaved, args=(workload, target, *args), rounds=1, iterations=1)
+    result = benchmark.pedantic(interleaved, args=(workload, target, *args), kwargs={"rounds": rounds},
+                                rounds=1, iterations=1)
     _interleaved[workload] = result
