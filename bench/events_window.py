@@ -52,13 +52,15 @@ APP = textwrap.dedent("""
         i += 1
         if i % 200 == 0:
             open_ = is_active()  # one flag (status() would list the dump dir)
-            counts.setdefault(open_, [0, None, None])
+            counts.setdefault(open_, [0, None, None, None, None])
             c = counts[open_]
-            now = time.monotonic()
+            now, cpu = time.monotonic(), time.process_time()
             c[0] += 200
-            c[1] = now if c[1] is None else c[1]
-            c[2] = now
-    print("RATES", {str(k): v[0] / (v[2] - v[1]) for k, v in counts.items() if v[2] and v[2] > v[1]})
+            if c[1] is None:
+                c[1], c[3] = now, cpu
+            c[2], c[4] = now, cpu
+    print("RATES", {str(k): (v[0] / (v[2] - v[1]), v[0] / (v[4] - v[3]))
+                    for k, v in counts.items() if v[2] and v[2] > v[1]})
 """)
 
 
@@ -86,12 +88,14 @@ def main() -> None:
                     os.path.join(dump, name)]
         meta = json.loads(subprocess.run(meta_cmd, capture_output=True, text=True, check=True).stdout)
         size = os.path.getsize(os.path.join(dump, name))
-    inside, outside = rates.get("True"), rates.get("False")
+    (inside, inside_cpu), (outside, outside_cpu) = rates["True"], rates["False"]
     window_s = meta["window.duration_ns"] / 1e9
     expected = window_s * 100
     print(f"Python {sys.version.split()[0]}")
     print(f"requests/s inside the window {inside:.0f}, after it {outside:.0f}: "
-          f"inside / after = {inside / outside:.3f}")
+          f"inside / after = {inside / outside:.3f} (wall clock)")
+    print(f"requests per CPU second (all threads) inside {inside_cpu:.0f}, after {outside_cpu:.0f}: "
+          f"inside / after = {inside_cpu / outside_cpu:.3f}")
     print(f"window {window_s:.2f} s, records kept {meta['records.kept']}, lost {meta['records.lost']}, "
           f"file {size / 1024:.0f} KiB ({size / window_s / 1024:.1f} KiB/s)")
     print(f"samples {meta['samples.written']} of {expected:.0f} expected at 100 Hz "
