@@ -257,6 +257,23 @@ def test_summary_of_a_shipped_file_equals_the_local_summary(fleet):
     assert text.startswith(f"trace    {url}\n")
 
 
+def test_fleet_summary_of_a_selection_equals_the_local_multi_file_summary(fleet):
+    """summary s3://BUCKET/PREFIX --host GLOB: every window shipped by those
+    hosts, downloaded in parallel, aggregated as the same files are locally."""
+    env, files, bucket = fleet["env"], fleet["files"], fleet["bucket"]
+    remote = json.loads(ok(cli("summary", f"s3://{bucket}/{PREFIX}", "--host", "web-[12]", "--json",
+                               "-j", "2", env=env)).stdout)
+    local_files = sorted(str(p) for h in ("web-1", "web-2") for p in files[h])
+    local = json.loads(ok(cli("summary", *local_files, "--json", "-j", "2", env=env)).stdout)
+
+    def without_paths(doc):
+        return {k: v for k, v in doc.items() if k not in ("file", "files", "unreadable")}
+
+    assert remote.get("files", len(local_files)) == local.get("files", len(local_files))
+    assert without_paths(remote) == without_paths(local)
+    one_line_error(cli("summary", f"s3://{bucket}/{PREFIX}", "--host", "no-such-*", env=env), "no trace files shipped")
+
+
 def test_debug_zip_from_the_store_holds_every_host(fleet, tmp_path):
     env, files, bucket = fleet["env"], fleet["files"], fleet["bucket"]
     out = tmp_path / "fleet.zip"
@@ -507,7 +524,8 @@ def test_bad_arguments_are_one_line_errors(server, tmp_path):
     one_line_error(cli("ship", tmp_path, "--to", "s3://traces/x", "--poll", "soon", env=env), "--poll")
     one_line_error(cli("ls", "s3://traces/x", "--since", "banana", env=env), "invalid --since", "1h")
     one_line_error(cli("ls", tmp_path, "--since", "1h", env=env), "s3://")
-    one_line_error(cli("summary", "s3://traces/x/notes.txt", env=env), "does not name a trace file")
+    one_line_error(cli("summary", "s3://traces/x/notes.out", env=env), "does not name a trace file")
+    one_line_error(cli("summary", "s3://traces/x/notes.txt", env=env), "no such bucket")  # a prefix
     one_line_error(cli("summary", "s3://no-such-bucket/h/2026-11-30/executiontrace.2026-11-30T18_41_22.216.4242.out",
                        env=env), "no such")
     one_line_error(cli("ls", "s3://traces/x", "--endpoint-url", "ftp://x", env=env), "--endpoint-url")

@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", metavar="DURATION",
                         help="one file: until this offset into its window, e.g. 4s; "
                              "several: only windows that ended at least this long ago")
+    parser.add_argument("--host", metavar="GLOB", dest="host_glob",
+                        help="s3://BUCKET/PREFIX: only these hosts' windows (a shell pattern, e.g. 'web-*')")
     parser.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
                         help="processes reading files in parallel (default: one per core)")
 
@@ -112,7 +114,10 @@ def summarize_file(path: str, top: int, slow_step: Optional[int]) -> tuple[str, 
 
 
 def summarize_many(paths: list[str], top: int, slow_step: Optional[int], jobs: int = 0) -> dict[str, Any]:
-    """One report of many files, read in parallel processes."""
+    """One report of many files, read in parallel processes, merged in the
+    order of their names (their end times): the same files give the same
+    report wherever they are."""
+    paths = sorted(paths, key=lambda p: (os.path.basename(p), p))
     jobs = jobs if jobs > 0 else (os.cpu_count() or 1)
     jobs = max(1, min(jobs, len(paths)))
     show = len(paths) > 1 and is_tty(sys.stderr)
@@ -149,9 +154,11 @@ def run(args: argparse.Namespace) -> int:
             slow_step = parse_value("slow_step", args.slow_step, source="--slow-step")[1]
         except ExectraceConfigError as e:
             raise ExectraceConfigError(str(e).replace("EXECTRACE_SLOW_STEP", "--slow-step")) from None
+    top = max(args.top, 1)
+    if any(layout.is_s3(f) for f in args.files) and not (len(args.files) == 1 and args.files[0].endswith(".out")):
+        return _print(summarize_many(_fleet_selection(args), top, slow_step, args.jobs), args.json, top)
     since = duration_option("--since", args.since)
     until = duration_option("--until", args.until)
-    top = max(args.top, 1)
     single = len(args.files) == 1 and not os.path.isdir(args.files[0])
     if single:
         if since is not None and until is not None and until <= since:
@@ -167,17 +174,40 @@ def run(args: argparse.Namespace) -> int:
         if path != args.files[0]:
             summary["file"] = args.files[0]
     else:
-        if any(layout.is_s3(f) for f in args.files):
-            raise ExectraceError("several shipped files are summarized from the fleet index: "
-                                 "exectrace fleet top s3://BUCKET/PREFIX --since 1h")
         paths = trace_paths(args.files, since, until)
         if not paths:
             span = " in that time span" if since is not None or until is not None else ""
             raise ExectraceError(f"no trace files{span} in {' '.join(args.files)} (give a trace file, or a dump "
                                  "directory holding executiontrace.*.out files, e.g. ./executiontrace_dump)")
         summary = summarize_many(paths, top, slow_step, args.jobs)
-    if args.json:
+    return _print(summary, args.json, top)
+
+
+def _print(summary: dict[str, Any], as_json: bool, top: int) -> int:
+    if as_json:
         print(json.dumps(summary, indent=2))
     else:
         print(format_text(summary, top=top))
     return 0
+
+
+def _fleet_selection(args: argparse.Namespace) -> list[str]:
+    """s3://BUCKET/PREFIX... with --host/--since/--until: the windows shipped
+    there, downloaded in parallel to the local cache; their local paths."""
+    from exectrace.fleet import remote
+
+    if any(not layout.is_s3(f) for f in args.files):
+        raise ExectraceError("give either local files and directories or s3:// prefixes, not both "
+                             "(e.g. exectrace summary s3://traces/prod --since 1h --host 'web-*')")
+    client = remote.client_for(args)
+    root = remote.cache_root(args, client)
+    selection = remote.Selection(args.host_glob, args.since, args.until)
+    paths: list[str] = []
+    for text in args.files:
+        url = layout.parse_url(text, what="a bucket and prefix")
+        objects = remote.list_traces(client, url, selection)
+        paths += remote.fetch_all(client, root, url.bucket, objects)
+    if not paths:
+        raise ExectraceError(f"no trace files shipped under {' '.join(args.files)} for that selection "
+                             "(see exectrace ls s3://BUCKET/PREFIX)")
+    return paths
