@@ -328,7 +328,13 @@ print("exectrace" in sys.modules)
     assert len(files) >= 2
     trace = assert_valid(files[0])
     assert trace.metadata["settings.interval"] == "500ms"
-    assert any(s.name == "handle" for s in trace.slices())
+    # the automatic tracer's default mode: waits with their stacks, samples
+    assert trace.metadata["recorder.mode"] == "events"
+    windows = [assert_valid(f) for f in files]
+    sleeps = [s for w in windows for s in w.slices() if s.name == "time.sleep"]
+    assert sleeps and all(s.stack[-1].function == "serve" for s in sleeps)
+    sampled = {frame.function for w in windows for sample in w.samples() for frame in sample.stack}
+    assert sampled & {"serve", "handle"}, sampled
 
 
 def test_autostart_bad_value_warns_once_and_app_runs(python, tmp_path):
