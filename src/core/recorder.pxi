@@ -7,7 +7,7 @@ from cpython.ref cimport Py_INCREF
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from annotations cimport et_annotation_api, et_annotation_api_get
-from clock cimport ET_HAVE_TICKS
+from clock cimport ET_HAVE_TICKS, et_monotonic_ns, et_read_ticks
 from events cimport *
 from recorder cimport *
 from tracedlock cimport et_lock_api, et_lock_api_get
@@ -398,3 +398,51 @@ def floor_stop():
     if _floor_installed:
         _floor_installed = False
         _remove_hooks(True)
+
+
+# ------------------------------------------------------- flight recorder
+
+from flight cimport *
+
+cdef dict _flight_info(et_flight_info* info):
+    return {
+        "bound": ("flight_recorder", "buffer_size", "start")[info.bound],
+        "records_in": info.records_in, "records_out": info.records_out,
+        "functions_in": info.funcs_in, "functions_out": info.funcs_out,
+        "threads_in": info.threads_in, "threads_out": info.threads_out,
+        "tasks_in": info.tasks_in, "tasks_out": info.tasks_out,
+        "annotations_in": info.events_in, "annotations_out": info.events_out,
+        "gc_in": info.gc_in, "gc_out": info.gc_out,
+        "callstacks_in": info.stacks_in, "callstacks_out": info.stacks_out,
+    }
+
+
+cdef int64_t _cutoff_ticks(int64_t span_ns):
+    """The tick count span_ns ago (the recorder's clock)."""
+    cdef et_capture* c = R.cap
+    cdef int64_t now = et_read_ticks() if c.use_ticks else et_monotonic_ns()
+    return now - et_ns_to_ticks(c, span_ns) if span_ns > 0 else now
+
+
+def flight_copy(int64_t span_ns):
+    """Flight recorder: a copy of what the recording window retains of the
+    last span_ns (fewer when the ring has wrapped, or started later), as a
+    closed Capture; recording goes on.  Returns (Capture, info dict)."""
+    if R.cap == NULL or not R.active:
+        raise ExectraceError("no trace window is recording")
+    cdef et_flight_info info
+    cdef et_capture* c = et_flight_copy(_cutoff_ticks(span_ns), &info)
+    cdef Capture capture = Capture.__new__(Capture)
+    capture.c = c
+    return capture, _flight_info(&info)
+
+
+def flight_compact(int64_t span_ns):
+    """Flight recorder: drops what the recording window holds from before
+    the last span_ns and the functions, tasks, callstacks, GC records and
+    annotations nothing kept refers to.  Returns an info dict."""
+    if R.cap == NULL or not R.active:
+        raise ExectraceError("no trace window is recording")
+    cdef et_flight_info info
+    et_flight_compact(_cutoff_ticks(span_ns), &info)
+    return _flight_info(&info)
