@@ -321,6 +321,8 @@ cdef _uninstall():
 
 def stop():
     """Closes the window; returns its Capture, or None when none was open."""
+    R.slow_step_ticks = 0
+    R.wake_fd = 0
     cdef et_capture* c = et_end()
     _uninstall()
     if c == NULL:
@@ -368,6 +370,8 @@ cdef dict _capture_stats(et_capture* c):
 
 def after_fork_child():
     """In a forked child: drop the parent's window and hooks without writing."""
+    R.slow_step_ticks = 0
+    R.wake_fd = 0
     et_after_fork_child()
     et_events_after_fork_child()
     _uninstall()
@@ -446,3 +450,17 @@ def flight_compact(int64_t span_ns):
     cdef et_flight_info info
     et_flight_compact(_cutoff_ticks(span_ns), &info)
     return _flight_info(&info)
+
+
+def flight_arm_slow_step(int wake_fd, int64_t slow_step_ns):
+    """Flight recorder: while the recording window lasts, an asyncio step of
+    slow_step_ns or more writes b"s" to wake_fd, once until armed again
+    (wake_fd < 0 or slow_step_ns <= 0: never)."""
+    if wake_fd < 0 or slow_step_ns <= 0 or R.cap == NULL:
+        R.slow_step_ticks = 0
+        R.wake_fd = 0
+        R.slow_step_armed = 0
+        return
+    R.wake_fd = wake_fd + 1
+    R.slow_step_ticks = et_ns_to_ticks(R.cap, slow_step_ns)
+    R.slow_step_armed = 1
