@@ -425,7 +425,8 @@ cdef int64_t _cutoff_ticks(int64_t span_ns):
     """The tick count span_ns ago (the recorder's clock)."""
     cdef et_capture* c = R.cap
     cdef int64_t now = et_read_ticks() if c.use_ticks else et_monotonic_ns()
-    return now - et_ns_to_ticks(c, span_ns) if span_ns > 0 else now
+    # at least span_ns: ticks per ns are known to ~0.1% (et_ns_to_ticks rounds down)
+    return now - et_ns_to_ticks(c, span_ns + span_ns // 500) if span_ns > 0 else now
 
 
 def flight_copy(int64_t span_ns):

@@ -139,6 +139,7 @@ class Controller:
                 return
             self._running = True
             self._schedule.enable(self._clock())
+            self._flight_step()  # a flight recorder records from the start() call on
             self._scheduler = self._spawn(self._run_scheduler, "exectrace-scheduler")
             self._writer = self._spawn(self._run_writer, "exectrace-writer")
             self._snapshotter = self._spawn(self._run_snapshotter, "exectrace-snapshot")
@@ -175,6 +176,7 @@ class Controller:
                            "snapshot_rss", "snapshot_cpu", "snapshot_cpu_span"}
                           | {n for n, s in SETTINGS.items() if s.scope == WINDOW}):
                 self._restart_flight()  # the ring starts over with the new settings
+                self._flight_step()
             if changed & {"snapshot_cooldown"}:
                 self._next_snapshot_at = 0.0
             self._wake.notify_all()

@@ -19,6 +19,7 @@ _COMMANDS = [
     "ls",
     "convert",
     "debug-zip",
+    "snapshot",
 ]
 
 
