@@ -79,7 +79,7 @@ assert wait_written(path)
     assert 0 <= end_realtime - meta["snapshot.requested_realtime_ns"] <= 50_000_000
     # ... and holds records over the whole span: the waits of serve() (one
     # every ~50 calls) from its first 100 ms to its last, and stack samples
-    waits = sorted(s.ts_ns for s in trace.slices() if s.blocking == "sleep")
+    waits = sorted(s.start_ns for s in trace.slices() if s.blocking == "sleep")
     assert waits and waits[0] - meta.start_ns <= 100_000_000
     assert meta.end_ns - waits[-1] <= 100_000_000
     assert max(b - a for a, b in zip(waits, waits[1:])) <= 100_000_000
