@@ -490,3 +490,84 @@ print(path)
 assert wait_written(path)
 """, env={"EXECTRACE_FLIGHT_RECORDER": "2s", "EXECTRACE_DIR": str(dump)})
     assert valid(result.stdout.strip()).metadata["settings.flight_recorder"] == "2s"
+
+
+def _cli(*args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECTRACE_")}
+    return subprocess.run([sys.executable, "-m", "exectrace", *map(str, args)], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_ls_summary_debug_zip_show_the_reason(python, tmp_path):
+    """ls marks snapshot files with their reason, summary and debug-zip show
+    it; a hostile reason (control characters, escape sequences, 10 KB) is
+    printed escaped, on one line, cut short."""
+    dump = tmp_path / "dump"
+    hostile = "slow\\n\\x1b[31mred\\r" + "x" * 10000
+    result = python(APP + f"""
+exectrace.start(flight_recorder="2s", interval="1h", duration="200ms", dump_dir={str(dump)!r})
+serve(0.5)
+path = exectrace.snapshot("{hostile}")
+assert wait_written(path)
+print(path)
+""")
+    snap = result.stdout.strip()
+    files = traces(dump)
+    assert snap in files and len(files) == 2  # the scheduled window, then the snapshot
+    ls = _cli("ls", dump)
+    assert ls.returncode == 0, ls.stderr
+    rows = [line for line in ls.stdout.splitlines() if "executiontrace." in line]
+    assert len(rows) == 2
+    marked = [r for r in rows if "[snapshot: " in r]
+    assert len(marked) == 1 and os.path.basename(snap) in marked[0]
+    assert "\x1b" not in ls.stdout and "\\x1b[31mred\\r" in marked[0] and len(marked[0]) < 400
+    as_json = json.loads(_cli("ls", dump, "--json").stdout)
+    assert [r["closed_by"] for r in as_json] == ["schedule", "snapshot"]
+    assert as_json[1]["snapshot_reason"].startswith("slow\n\x1b[31mred\r")
+    summary = _cli("summary", snap)
+    assert summary.returncode == 0, summary.stderr
+    line = next(x for x in summary.stdout.splitlines() if x.startswith("snapshot "))
+    assert "\x1b" not in summary.stdout and "flight recorder" in line and len(line) < 400
+    assert json.loads(_cli("summary", snap, "--json").stdout)["window"]["snapshot_reason"].startswith("slow\n")
+    out = tmp_path / "debug.zip"
+    zipped = _cli("debug-zip", out, "--dump-dir", dump)
+    assert zipped.returncode == 0, zipped.stderr
+    import zipfile
+
+    with zipfile.ZipFile(out) as zf:
+        settings_doc = json.loads(next(zf.read(n) for n in zf.namelist() if n.endswith("settings.json")))
+    taken = settings_doc["dump_dirs"][0]["files"]
+    assert sorted((t["closed_by"], "snapshot_reason" in t) for t in taken) == [
+        ("schedule", False), ("snapshot", True)]
+
+
+def test_state_files_that_cannot_be_trusted_are_refused(tmp_path, monkeypatch):
+    """`exectrace snapshot` reads only state files of its own user's private
+    directory: garbage, another pid's file, a symlink, a group-writable
+    directory are all "no flight recorder"."""
+    monkeypatch.setattr(flight.tempfile, "gettempdir", lambda: str(tmp_path))
+    pid = os.getpid()
+    directory = tmp_path / f"exectrace-{os.getuid()}"
+    assert flight.read_state(pid) is None  # no directory
+    settings = exectrace.settings.resolve(exectrace.settings.defaults(), flight_recorder="1s",
+                                          snapshot_signal="SIGUSR2")
+    assert flight.write_state(pid, settings) == str(directory / f"{pid}.json")
+    assert flight.read_state(pid)["signal"] == "SIGUSR2"
+    path = directory / f"{pid}.json"
+    for bad in (b"", b"{", b"[]", b'{"pid": 1, "signal": "SIGUSR2"}', b'{"pid": %d}' % pid, b"\xff" * 100,
+                b'{"pid": %d, "signal": "SIGUSR2", "started": -1}' % pid):
+        path.write_bytes(bad)
+        assert flight.read_state(pid) is None, bad
+    path.unlink()
+    target = tmp_path / "elsewhere.json"
+    target.write_text(json.dumps({"pid": pid, "signal": "SIGUSR2", "started": flight._process_start(pid)}))
+    path.symlink_to(target)
+    assert flight.read_state(pid) is None  # never followed
+    path.unlink()
+    assert flight.write_state(pid, settings) is not None
+    os.chmod(directory, 0o770)
+    assert flight.read_state(pid) is None  # others may write there
+    os.chmod(directory, 0o700)
+    assert flight.read_state(pid) is not None
+    flight.remove_state(pid)
+    assert flight.read_state(pid) is None
