@@ -34,7 +34,7 @@ from typing import Any, Optional
 from exectrace import _names, _tracecore, dumpstore, flight, locks
 from exectrace.capture import ClosedWindow, Window, utc_iso
 from exectrace.schedule import CLOSE, OPEN, Schedule
-from exectrace.settings import WINDOW, SETTINGS, Settings, format_duration
+from exectrace.settings import SETTINGS, WINDOW, Settings, format_duration
 
 logger = logging.getLogger("exectrace")
 

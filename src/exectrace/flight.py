@@ -139,9 +139,10 @@ class SignalTrigger:
     def uninstall(self) -> None:
         if not self.installed or threading.current_thread() is not threading.main_thread():
             return
+        signum = self.signum
         try:
-            if signal.getsignal(self.signum) is self:
-                signal.signal(self.signum, signal.SIG_DFL)
+            if signal.getsignal(signum) is self:
+                signal.signal(signum, signal.SIG_DFL)
         except (ValueError, OSError):
             pass
         self.installed = False
