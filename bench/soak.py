@@ -34,7 +34,7 @@ window every 2 s, total_dump_size_limit 20 MiB (--interval, --duration,
 
 With --flight-recorder DURATION the child runs a flight recorder instead of
 the schedule (docs/flight-recorder.md): recording never stops, the ring
-wraps, the recorder is compacted every max(30 s, DURATION) and a client
+wraps, the recorder is compacted every max(10 s, DURATION) and a client
 thread asks for a snapshot every --snapshot-every seconds (cooldown 1 s).
 The checks are the same, with the compaction period as the cycle (the floor
 is the RSS after a compaction freed what left the flight recorder's span);

@@ -341,6 +341,8 @@ def stats():
     cdef et_capture* c = R.cap
     if c == NULL:
         return {}
+    c.pos = R.ring_pos  # the hot copies, kept in R while recording
+    c.written = R.written
     return _capture_stats(c)
 
 

@@ -47,7 +47,7 @@ EXIT_WRITE_TIMEOUT = 10.0
 WARNING_INTERVAL = 60.0
 #: Flight recorder: the recording capture is compacted this often (at least
 #: flight_recorder apart: what is compacted away is older than that).
-COMPACT_INTERVAL = 30.0
+COMPACT_INTERVAL = 10.0
 #: Flight recorder: how long after a failed start the recorder is retried.
 FLIGHT_RETRY = 10.0
 #: Counters sampling for the resource triggers when counters_interval is 0.
