@@ -120,7 +120,7 @@ class Controller:
         self._snap_request: Optional[tuple[str, str, float]] = None  # reason, name, wall time
         self._snap_busy = False  # a snapshot accepted and not yet written
         self._next_snapshot_at = 0.0  # time.monotonic(): none accepted before
-        self._wake_r, self._wake_w = _pipe()
+        self._wake_r = self._wake_w = -1  # the snapshot thread's pipe, made with the thread
         self._snapshotter: Optional[threading.Thread] = None
         self._signal_trigger: Optional[flight.SignalTrigger] = None
         self._gc_trigger: Optional[flight.GCPauseTrigger] = None
@@ -139,10 +139,9 @@ class Controller:
                 return
             self._running = True
             self._schedule.enable(self._clock())
-            self._flight_step()  # a flight recorder records from the start() call on
+            self._flight_step()  # a flight recorder records from the start() call on (after _running)
             self._scheduler = self._spawn(self._run_scheduler, "exectrace-scheduler")
             self._writer = self._spawn(self._run_writer, "exectrace-writer")
-            self._snapshotter = self._spawn(self._run_snapshotter, "exectrace-snapshot")
 
     def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
         started = threading.Event()
@@ -200,6 +199,10 @@ class Controller:
         for thread in (self._scheduler, self._writer, self._snapshotter):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            if self._snapshotter is not None and not self._snapshotter.is_alive():
+                self._snapshotter = None
+                self._close_pipe()
         # A writer that did not finish in time leaves its window; what is
         # still queued is written here.
         while True:
@@ -461,20 +464,42 @@ class Controller:
         return path
 
     def _poke(self, what: bytes) -> None:
+        fd = self._wake_w
+        if fd < 0:
+            return
         try:
-            os.write(self._wake_w, what)
-        except OSError:  # full (a wake-up is pending anyway) or closed
+            os.write(fd, what)
+        except OSError:  # full (a wake-up is pending anyway)
             pass
 
+    def _ensure_snapshotter(self) -> None:
+        """The snapshot thread and its pipe, made when a flight recorder starts."""
+        if self._snapshotter is not None and self._snapshotter.is_alive():
+            return
+        if self._wake_r < 0:
+            self._wake_r, self._wake_w = _pipe()
+        self._snapshotter = self._spawn(self._run_snapshotter, "exectrace-snapshot")
+
+    def _close_pipe(self) -> None:
+        r, w = self._wake_r, self._wake_w
+        self._wake_r = self._wake_w = -1  # never written again: the numbers may be reused
+        for fd in (r, w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
     def _run_snapshotter(self) -> None:
+        fd = self._wake_r
         while True:
             try:
-                data = os.read(self._wake_r, 256)
+                data = os.read(fd, 256)
             except InterruptedError:
                 continue
             except OSError:
                 return
-            if not data or (b"q" in data and not self._running):
+            if not data or (b"q" in data and not self._running) or self._wake_r != fd:
                 return
             if b"s" in data and self.settings.snapshot_on_slow_step:
                 self.snapshot(f"slow asyncio step (slow_step {format_duration(self.settings.slow_step)})")
@@ -565,6 +590,12 @@ class Controller:
         settings = self.settings
         triggers = flight.ResourceTriggers(settings, self.snapshot)
         try:
+            self._ensure_snapshotter()
+        except Exception as e:
+            self._flight_failed_at = time.monotonic()
+            self._fault("open", f"could not start the flight recorder: {e}")
+            return
+        try:
             window = Window.open(settings, keep_ns=self._keep_ns() + 1_000_000_000,
                                  on_sample=triggers if triggers.active else None,
                                  trigger_interval=TRIGGER_SAMPLE_INTERVAL_NS if triggers.active else 0)
@@ -654,12 +685,7 @@ class Controller:
         self._snap_busy = False
         self._next_snapshot_at = 0.0
         self._snapshotter = None
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._wake_r, self._wake_w = _pipe()
+        self._close_pipe()  # the parent's thread is gone; a new pipe comes with a new thread
         self._state_file = None
 
 

@@ -52,10 +52,12 @@ typedef struct {
 /* Remapping tables: old id -> new id + 1 (0: dropped). */
 typedef struct {
     uint32_t *funcs, *threads, *tasks, *nodes, *frames;
+    uint8_t *alive; /* per old thread: a thread state exists for its ident */
 } et_remap;
 
 static void et_remap_free(et_remap *m)
 {
+    free(m->alive);
     free(m->funcs);
     free(m->threads);
     free(m->tasks);
@@ -185,8 +187,9 @@ static int et_ident_alive(uint64_t ident)
     return 0;
 }
 
-/* Marks everything kept since `from`, then numbers it.  keep_live: also
- * every thread still alive and everything its open frames reference. */
+/* Marks everything kept since `from`, then numbers it: with the open frames
+ * of live threads (a thread that ended inside a call never closes it: its
+ * frames are dropped with it); keep_live: every live thread too. */
 static int et_flight_mark(et_remap *m, const et_capture *c, int64_t from, int keep_live)
 {
     uint32_t n_nodes = c->stacks ? c->stacks->n_nodes : 0;
@@ -196,7 +199,8 @@ static int et_flight_mark(et_remap *m, const et_capture *c, int64_t from, int ke
     m->tasks = (uint32_t *)calloc((size_t)c->n_tasks + 1, sizeof(uint32_t));
     m->nodes = (uint32_t *)calloc((size_t)n_nodes + 2, sizeof(uint32_t));
     m->frames = (uint32_t *)calloc((size_t)n_frames + 2, sizeof(uint32_t));
-    if (!m->funcs || !m->threads || !m->tasks || !m->nodes || !m->frames) {
+    m->alive = (uint8_t *)calloc((size_t)c->n_threads + 1, 1);
+    if (!m->funcs || !m->threads || !m->tasks || !m->nodes || !m->frames || !m->alive) {
         return -1;
     }
     uint64_t first, count;
@@ -209,10 +213,11 @@ static int et_flight_mark(et_remap *m, const et_capture *c, int64_t from, int ke
     }
     for (uint32_t i = 0; i < c->n_threads; i++) {
         et_thread *t = c->threads[i];
-        if (t->depth > 0 || (keep_live && et_ident_alive(t->ident))) {
+        m->alive[i] = (uint8_t)et_ident_alive(t->ident);
+        if (m->alive[i] && (t->depth > 0 || keep_live)) {
             m->threads[i] = 1;
         }
-        if (m->threads[i]) {
+        if (m->threads[i] && m->alive[i]) {
             for (uint32_t d = 0; d < t->depth; d++) {
                 et_mark_frame_refs(m, c, &t->stack[d]);
             }
@@ -492,7 +497,7 @@ static et_capture *et_flight_copy(int64_t cutoff, et_flight_info *info)
         kept += et_ring_at(c, first, i)->end >= from;
     }
     for (uint32_t i = 0; i < c->n_threads; i++) {
-        open += m.threads[i] ? c->threads[i]->depth : 0;
+        open += m.threads[i] && m.alive[i] ? c->threads[i]->depth : 0;
     }
     et_capture *n = et_capture_remapped(c, &m, from, kept + open);
     if (n == NULL) {
@@ -529,7 +534,7 @@ static et_capture *et_flight_copy(int64_t cutoff, et_flight_info *info)
     /* open calls end now, innermost first (as et_close_all writes them) */
     int64_t min_ticks = R.min_ticks;
     for (uint32_t i = 0; i < c->n_threads; i++) {
-        if (!m.threads[i]) {
+        if (!m.threads[i] || !m.alive[i]) {
             continue;
         }
         const et_thread *t = c->threads[i];
@@ -641,6 +646,10 @@ static int et_flight_compact(int64_t cutoff, et_flight_info *info)
             continue;
         }
         t->index = m.threads[i] - 1;
+        if (!m.alive[i]) {
+            t->depth = 0; /* ended inside calls that will never return */
+            t->blocked = 0;
+        }
         for (uint32_t d = 0; d < t->depth; d++) {
             et_frame *f = &t->stack[d];
             f->func = et_remap_func(&m, f->func);
