@@ -171,7 +171,7 @@ class Controller:
             if changed & {"dump_dir", "total_dump_size_limit"}:
                 self._pending_ready.notify_all()  # the writer collects again
                 self._collect_requested = True
-            if changed & ({"flight_recorder", "interval", "snapshot_on_slow_step", "slow_step",
+            if changed & ({"flight_recorder", "snapshot_on_slow_step", "slow_step", "snapshot_gc_pause",
                            "snapshot_rss", "snapshot_cpu", "snapshot_cpu_span"}
                           | {n for n, s in SETTINGS.items() if s.scope == WINDOW}):
                 self._restart_flight()  # the ring starts over with the new settings

@@ -386,6 +386,9 @@ for round in range(5):
     namespace = {{}}
     exec(f"def fresh_{{round}}():\\n    time.sleep(0.002)", {{"time": time}}, namespace)
     for _ in range(5): namespace[f"fresh_{{round}}"]()
+short = [threading.Thread(target=time.sleep, args=(0.002,)) for _ in range(30)]
+for t in short: t.start()
+for t in short: t.join()
 before = _tracecore.stats()
 time.sleep(0.7)                       # all of it leaves the last 500 ms
 ctl = controller.current()
@@ -403,6 +406,7 @@ assert wait_written(path)
     assert before["asyncio_tasks"] >= 2000 and after["asyncio_tasks"] < 10
     assert before["annotations"] >= 2000 and after["annotations"] == 0
     assert after["functions"] < before["functions"]
+    assert before["threads"] >= 31 and after["threads"] < 5  # the 30 that ended are gone
     assert after["callstacks"] < before["callstacks"]
     assert info["tasks_in"] == before["asyncio_tasks"] and info["tasks_out"] == after["asyncio_tasks"]
     assert info["pause_ms"] > 0
