@@ -175,16 +175,29 @@ static inline uint32_t et_remap_func(const et_remap *m, uint32_t func)
     return func == ET_HIDDEN ? ET_HIDDEN : m->funcs[func] - 1;
 }
 
-/* The threads alive now (a thread state exists for the ident). */
-static int et_ident_alive(uint64_t ident)
+/* Which threads of the capture are alive: for each thread state, the
+ * newest entry with its ident (and OS thread id, where the thread state
+ * keeps it).  Idents are pthread_t values, reused as soon as a thread ends:
+ * older entries with the same ident are threads that ended (the recorder
+ * makes a new entry for each thread it sees start). */
+static void et_mark_alive(const et_capture *c, uint8_t *alive)
 {
     PyThreadState *ts = PyInterpreterState_ThreadHead(PyInterpreterState_Get());
     for (; ts != NULL; ts = PyThreadState_Next(ts)) {
-        if ((uint64_t)ts->thread_id == ident) {
-            return 1;
+        uint64_t ident = (uint64_t)ts->thread_id;
+#if PY_VERSION_HEX >= 0x030B0000
+        uint64_t native_id = (uint64_t)ts->native_thread_id;
+#else
+        uint64_t native_id = 0;
+#endif
+        for (uint32_t i = c->n_threads; i-- > 0;) {
+            const et_thread *t = c->threads[i];
+            if (t->ident == ident && (native_id == 0 || t->native_id == 0 || t->native_id == native_id)) {
+                alive[i] = 1;
+                break;
+            }
         }
     }
-    return 0;
 }
 
 /* Marks everything kept since `from`, then numbers it: with the open frames
@@ -211,9 +224,9 @@ static int et_flight_mark(et_remap *m, const et_capture *c, int64_t from, int ke
             et_mark_record(m, c, r);
         }
     }
+    et_mark_alive(c, m->alive);
     for (uint32_t i = 0; i < c->n_threads; i++) {
         et_thread *t = c->threads[i];
-        m->alive[i] = (uint8_t)et_ident_alive(t->ident);
         if (m->alive[i] && (t->depth > 0 || keep_live)) {
             m->threads[i] = 1;
         }
