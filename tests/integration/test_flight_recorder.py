@@ -580,3 +580,16 @@ def test_state_files_that_cannot_be_trusted_are_refused(tmp_path, monkeypatch):
     assert flight.read_state(pid) is not None
     flight.remove_state(pid)
     assert flight.read_state(pid) is None
+
+
+def test_autostart_line_starts_on_the_flight_recorder_variable_alone(python, tmp_path):
+    """The .pth line (run here as code: editable installs do not install it)
+    starts tracing on EXECTRACE_FLIGHT_RECORDER alone."""
+    from pathlib import Path
+
+    line = (Path(__file__).resolve().parents[2] / "src" / "exectrace-autostart.pth").read_text().strip()
+    result = python(line + "\nimport exectrace\nprint(exectrace.status()['flight_recorder'])",
+                    env={"EXECTRACE_FLIGHT_RECORDER": "2s", "EXECTRACE_DIR": str(tmp_path)})
+    assert result.stdout.strip() == "True"
+    result = python(line + "\nimport sys\nprint('exectrace._autostart' in sys.modules)")
+    assert result.stdout.strip() == "False"
