@@ -435,6 +435,7 @@ class Controller:
         the snapshot and writer threads."""
         if not self._running or self._flight is None:
             return None
+        text = reason if isinstance(reason, str) else str(reason)  # may raise: before any state changes
         now = time.monotonic()
         if self._snap_busy or now < self._next_snapshot_at:
             self.snapshots_refused += 1
@@ -456,7 +457,7 @@ class Controller:
                 self._name_lock.release()
             self._snap_busy = True
             self._next_snapshot_at = now + self.settings.snapshot_cooldown / 1e9
-            self._snap_request = (str(reason), name, wall / 1e9)
+            self._snap_request = (text, name, wall / 1e9)
             path = os.path.join(os.path.abspath(self.settings.dump_dir), name)
         finally:
             self._snap_gate.release()

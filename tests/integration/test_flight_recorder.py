@@ -168,6 +168,10 @@ async def main():
         return work(i)
     for i in range(100):
         await asyncio.gather(*(step(j) for j in range(10)))
+    class Bad:
+        def __str__(self):
+            raise RuntimeError("no text")
+    assert exectrace.snapshot(Bad()) is None   # never raises, and leaves no snapshot pending
     return exectrace.snapshot(12345)   # not a str: written as its str()
 path = asyncio.run(main())
 print(path)
