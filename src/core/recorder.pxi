@@ -467,3 +467,15 @@ def flight_arm_slow_step(int wake_fd, int64_t slow_step_ns):
     R.wake_fd = wake_fd + 1
     R.slow_step_ticks = et_ns_to_ticks(R.cap, slow_step_ns)
     R.slow_step_armed = 1
+
+
+from posix.unistd cimport write as _posix_write
+
+
+def poke(int fd):
+    """Writes one byte (b"x") to fd without releasing the GIL: the flight
+    recorder's snapshot() wakes its thread this way, so the woken thread
+    cannot take the GIL (and hold it for the copy) before the caller goes on.
+    Returns False when the write failed (a full pipe: a wake-up is pending)."""
+    cdef char b = 120
+    return _posix_write(fd, &b, 1) == 1

@@ -147,9 +147,16 @@ class Controller:
         started = threading.Event()
 
         def body() -> None:
-            _tracecore.ignore_thread(threading.get_ident())
+            ident = threading.get_ident()
+            _tracecore.ignore_thread(ident)
             started.set()
-            target()
+            try:
+                target()
+            finally:  # at most 8 threads are ignored: a thread that ends frees its place
+                try:
+                    _tracecore.ignore_thread(ident, False)
+                except Exception:
+                    pass
 
         thread = threading.Thread(target=body, name=name, daemon=True)
         thread.start()
@@ -461,7 +468,11 @@ class Controller:
             path = os.path.join(os.path.abspath(self.settings.dump_dir), name)
         finally:
             self._snap_gate.release()
-        self._poke(b"x")
+        fd = self._wake_w
+        if fd >= 0:
+            # not os.write: it would release the GIL, and the snapshot thread,
+            # woken, could take it for the copy before this call returns
+            _tracecore.poke(fd)
         return path
 
     def _poke(self, what: bytes) -> None:
