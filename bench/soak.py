@@ -32,6 +32,17 @@ window every 2 s, total_dump_size_limit 20 MiB (--interval, --duration,
 - the child wrote no error: its stderr is empty, its status() at the end has
   no last_error and no failed windows, and it exits 0.
 
+With --flight-recorder DURATION the child runs a flight recorder instead of
+the schedule (docs/flight-recorder.md): recording never stops, the ring
+wraps, the recorder is compacted every max(10 s, DURATION) and a client
+thread asks for a snapshot every --snapshot-every seconds (cooldown 1 s).
+The checks are the same, with the compaction period as the cycle (the floor
+is the RSS after a compaction freed what left the flight recorder's span);
+every snapshot must read back valid, and the report gives the compaction
+pauses (last and longest) and the snapshots' copy times.
+
+    python bench/soak.py --seconds 600 --flight-recorder 10s
+
 It prints a small report and exits 1 if any check failed (2 on bad usage).
 Linux only (it reads /proc/<pid>/status).
 """
@@ -62,7 +73,7 @@ SAMPLE_EVERY = 0.25  # seconds
 # ------------------------------------------------------------------ the child
 
 
-def child_main(seconds: float, clients: int) -> int:
+def child_main(seconds: float, clients: int, snapshot_every: float = 0.0) -> int:
     """The traced server under load; prints one JSON line at the end."""
     import json as _json
     import socket
@@ -93,7 +104,25 @@ def child_main(seconds: float, clients: int) -> int:
                 errors.append(repr(e))
                 time.sleep(0.1)
 
+    snapshots: list[str] = []
+    pauses: list[float] = []
+
+    def snapshotter() -> None:  # the flight recorder's: a trigger every snapshot_every
+        from exectrace import controller
+
+        seen_compactions = 0
+        while not stop.wait(snapshot_every):
+            path = exectrace.snapshot("soak")
+            if path is not None:
+                snapshots.append(path)
+            ctl = controller.current()
+            if ctl is not None and ctl.compactions > seen_compactions:
+                seen_compactions = ctl.compactions
+                pauses.append(ctl.last_compaction.get("pause_ms", 0.0))
+
     threads = [threading.Thread(target=client, args=(i,), name=f"client-{i}") for i in range(clients)]
+    if snapshot_every > 0:
+        threads.append(threading.Thread(target=snapshotter, name="snapshotter"))
     for t in threads:
         t.start()
     time.sleep(seconds)
@@ -104,9 +133,11 @@ def child_main(seconds: float, clients: int) -> int:
     exectrace.stop()
     server.close()
     print(_json.dumps({"requests": sum(answered), "client_errors": errors[:10],
+                       "snapshots": len(snapshots), "compaction_pauses_ms": pauses,
                        "status": {k: status.get(k) for k in (
                            "windows_written", "windows_failed", "windows_skipped", "windows_dropped",
-                           "records_lost", "last_error", "files", "bytes")}}), flush=True)
+                           "records_lost", "last_error", "files", "bytes", "snapshots_written",
+                           "compactions", "last_compaction")}}), flush=True)
     return 0
 
 
@@ -134,6 +165,8 @@ class Validator(threading.Thread):
         self.valid = 0
         self.invalid: list[str] = []
         self.slices = 0
+        self.copy_ms: list[float] = []  # snapshots: the copy under the GIL
+        self.latency_ms: list[float] = []  # snapshots: window end - snapshot() call
 
     def run(self) -> None:
         import exectrace
@@ -147,6 +180,11 @@ class Validator(threading.Thread):
                 trace = exectrace.read(path)
                 self.valid += 1
                 self.slices += trace.slice_count
+                meta = trace.metadata
+                if meta.get("window.closed_by") == "snapshot":
+                    self.copy_ms.append(float(meta["flight_recorder.copy_ms"]))
+                    end = meta["window.start_realtime_ns"] + meta["window.duration_ns"]
+                    self.latency_ms.append((end - meta["snapshot.requested_realtime_ns"]) / 1e6)
                 del trace
             except ExectraceError as e:
                 self.invalid.append(str(e))
@@ -181,10 +219,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--max-growth", type=float, default=5.0, help="percent (default 5)")
     parser.add_argument("--dir", help="dump dir (default: a temporary one, removed at the end)")
     parser.add_argument("--samples-out", metavar="FILE", help="write the RSS samples as JSON [[s, KiB], ...]")
+    parser.add_argument("--flight-recorder", metavar="DURATION", default="",
+                        help="run a flight recorder keeping DURATION instead of the schedule")
+    parser.add_argument("--snapshot-every", type=float, default=10.0, metavar="SECONDS",
+                        help="with --flight-recorder: a snapshot this often (default 10)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child_main(args.seconds, args.clients)
+        return child_main(args.seconds, args.clients, args.snapshot_every if args.flight_recorder else 0.0)
     if not os.path.exists("/proc/self/status"):
         print("soak: needs Linux (/proc/<pid>/status)", file=sys.stderr)
         return 2
@@ -192,6 +234,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     from exectrace.settings import parse_duration, parse_size
 
     interval_s = parse_duration(args.interval) / 1e9
+    flight_s = parse_duration(args.flight_recorder) / 1e9 if args.flight_recorder else 0.0
+    if flight_s:
+        from exectrace.controller import COMPACT_INTERVAL
+
+        interval_s = max(COMPACT_INTERVAL, flight_s)  # the cycle: compaction to compaction
     limit = parse_size(args.limit)
     warmup_s = max(args.warmup_windows * interval_s, args.warmup_fraction * args.seconds)
     if args.seconds < warmup_s + 12:
@@ -201,15 +248,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     own_dir = args.dir is None
     directory = args.dir or tempfile.mkdtemp(prefix="exectrace-soak-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXECTRACE_")}
-    env.update(EXECTRACE_INTERVAL=args.interval, EXECTRACE_DURATION=args.duration,
-               EXECTRACE_TOTAL_DUMP_SIZE_LIMIT=args.limit, EXECTRACE_DIR=directory)
+    env.update(EXECTRACE_TOTAL_DUMP_SIZE_LIMIT=args.limit, EXECTRACE_DIR=directory)
+    if flight_s:
+        env.update(EXECTRACE_FLIGHT_RECORDER=args.flight_recorder, EXECTRACE_SNAPSHOT_COOLDOWN="1s")
+    else:
+        env.update(EXECTRACE_INTERVAL=args.interval, EXECTRACE_DURATION=args.duration)
     stderr_file = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - read back at the end
     stdout_file = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
-    print(f"soak: {args.seconds:g} s of load, a {args.duration} window every {args.interval}, "
+    what = (f"a flight recorder of {args.flight_recorder}, a snapshot every {args.snapshot_every:g} s"
+            if flight_s else f"a {args.duration} window every {args.interval}")
+    print(f"soak: {args.seconds:g} s of load, {what}, "
           f"limit {args.limit}, {args.clients} clients, dump dir {directory}", flush=True)
     started = time.monotonic()
     child = subprocess.Popen([sys.executable, __file__, "--child", "--seconds", str(args.seconds),
-                              "--clients", str(args.clients)],
+                              "--clients", str(args.clients), "--snapshot-every", str(args.snapshot_every)]
+                             + (["--flight-recorder", args.flight_recorder] if flight_s else []),
                              env=env, stdout=stdout_file, stderr=stderr_file)
     validator = Validator()
     validator.start()
@@ -294,6 +347,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             failures.append(f"{status['windows_failed']} windows failed")
         if result.get("client_errors"):
             failures.append(f"client errors: {result['client_errors']}")
+        if flight_s and not result.get("snapshots"):
+            failures.append("the flight recorder wrote no snapshot")
     if validator.invalid:
         failures.append(f"{len(validator.invalid)} invalid files, e.g. {validator.invalid[0]}")
     if validator.valid == 0 or validator.valid + len(validator.invalid) + missed != len(seen):
@@ -333,6 +388,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"  windows           {status.get('windows_written', '?')} written, "
           f"{status.get('windows_failed', '?')} failed, {status.get('windows_skipped', '?')} skipped, "
           f"{status.get('windows_dropped', '?')} dropped; records lost {status.get('records_lost', '?')}")
+    if flight_s:
+        pauses = result.get("compaction_pauses_ms") or []
+        print(f"  flight recorder   {result.get('snapshots', '?')} snapshots asked, "
+              f"{status.get('snapshots_written', '?')} written; {status.get('compactions', '?')} compactions, "
+              + (f"pause last {pauses[-1]:.1f} ms, longest {max(pauses):.1f} ms, median "
+                 f"{statistics.median(pauses):.1f} ms" if pauses else "no pause measured")
+              + f"; last: {status.get('last_compaction')}")
+        if validator.copy_ms:
+            print(f"  snapshots         copy under the GIL: median {statistics.median(validator.copy_ms):.1f} ms, "
+                  f"max {max(validator.copy_ms):.1f} ms; window end after the call: median "
+                  f"{statistics.median(validator.latency_ms):.1f} ms, max {max(validator.latency_ms):.1f} ms")
     print(f"  files             {len(seen)} seen, {validator.valid} read back valid "
           f"({validator.slices} slices), {missed} collected before they were seen, "
           f"{len(validator.invalid)} invalid")

@@ -7,7 +7,7 @@ from cpython.ref cimport Py_INCREF
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from annotations cimport et_annotation_api, et_annotation_api_get
-from clock cimport ET_HAVE_TICKS
+from clock cimport ET_HAVE_TICKS, et_monotonic_ns, et_read_ticks
 from events cimport *
 from recorder cimport *
 from tracedlock cimport et_lock_api, et_lock_api_get
@@ -321,6 +321,8 @@ cdef _uninstall():
 
 def stop():
     """Closes the window; returns its Capture, or None when none was open."""
+    R.slow_step_ticks = 0
+    R.wake_fd = 0
     et_events_stacks_of_open_waits()
     cdef et_capture* c = et_end()
     _uninstall()
@@ -340,6 +342,8 @@ def stats():
     cdef et_capture* c = R.cap
     if c == NULL:
         return {}
+    c.pos = R.ring_pos  # the hot copies, kept in R while recording
+    c.written = R.written
     return _capture_stats(c)
 
 
@@ -369,6 +373,8 @@ cdef dict _capture_stats(et_capture* c):
 
 def after_fork_child():
     """In a forked child: drop the parent's window and hooks without writing."""
+    R.slow_step_ticks = 0
+    R.wake_fd = 0
     et_after_fork_child()
     et_events_after_fork_child()
     _uninstall()
@@ -399,3 +405,78 @@ def floor_stop():
     if _floor_installed:
         _floor_installed = False
         _remove_hooks(True)
+
+
+# ------------------------------------------------------- flight recorder
+
+from flight cimport *
+
+cdef dict _flight_info(et_flight_info* info):
+    return {
+        "bound": ("flight_recorder", "buffer_size", "start")[info.bound],
+        "records_in": info.records_in, "records_out": info.records_out,
+        "functions_in": info.funcs_in, "functions_out": info.funcs_out,
+        "threads_in": info.threads_in, "threads_out": info.threads_out,
+        "tasks_in": info.tasks_in, "tasks_out": info.tasks_out,
+        "annotations_in": info.events_in, "annotations_out": info.events_out,
+        "gc_in": info.gc_in, "gc_out": info.gc_out,
+        "callstacks_in": info.stacks_in, "callstacks_out": info.stacks_out,
+    }
+
+
+cdef int64_t _cutoff_ticks(int64_t span_ns):
+    """The tick count span_ns ago (the recorder's clock)."""
+    cdef et_capture* c = R.cap
+    cdef int64_t now = et_read_ticks() if c.use_ticks else et_monotonic_ns()
+    # at least span_ns: ticks per ns are known to ~0.1% (et_ns_to_ticks rounds down)
+    return now - et_ns_to_ticks(c, span_ns + span_ns // 500) if span_ns > 0 else now
+
+
+def flight_copy(int64_t span_ns):
+    """Flight recorder: a copy of what the recording window retains of the
+    last span_ns (fewer when the ring has wrapped, or started later), as a
+    closed Capture; recording goes on.  Returns (Capture, info dict)."""
+    if R.cap == NULL or not R.active:
+        raise ExectraceError("no trace window is recording")
+    cdef et_flight_info info
+    cdef et_capture* c = et_flight_copy(_cutoff_ticks(span_ns), &info)
+    cdef Capture capture = Capture.__new__(Capture)
+    capture.c = c
+    return capture, _flight_info(&info)
+
+
+def flight_compact(int64_t span_ns):
+    """Flight recorder: drops what the recording window holds from before
+    the last span_ns and the functions, tasks, callstacks, GC records and
+    annotations nothing kept refers to.  Returns an info dict."""
+    if R.cap == NULL or not R.active:
+        raise ExectraceError("no trace window is recording")
+    cdef et_flight_info info
+    et_flight_compact(_cutoff_ticks(span_ns), &info)
+    return _flight_info(&info)
+
+
+def flight_arm_slow_step(int wake_fd, int64_t slow_step_ns):
+    """Flight recorder: while the recording window lasts, an asyncio step of
+    slow_step_ns or more writes b"s" to wake_fd, once until armed again
+    (wake_fd < 0 or slow_step_ns <= 0: never)."""
+    if wake_fd < 0 or slow_step_ns <= 0 or R.cap == NULL:
+        R.slow_step_ticks = 0
+        R.wake_fd = 0
+        R.slow_step_armed = 0
+        return
+    R.wake_fd = wake_fd + 1
+    R.slow_step_ticks = et_ns_to_ticks(R.cap, slow_step_ns)
+    R.slow_step_armed = 1
+
+
+from posix.unistd cimport write as _posix_write
+
+
+def poke(int fd):
+    """Writes one byte (b"x") to fd without releasing the GIL: the flight
+    recorder's snapshot() wakes its thread this way, so the woken thread
+    cannot take the GIL (and hold it for the copy) before the caller goes on.
+    Returns False when the write failed (a full pipe: a wake-up is pending)."""
+    cdef char b = 120
+    return _posix_write(fd, &b, 1) == 1

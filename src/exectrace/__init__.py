@@ -12,7 +12,7 @@
 
 from exectrace._tracecore import Region, Task, log, region, task
 from exectrace._version import __version__
-from exectrace.api import configure, start, status, stop
+from exectrace.api import configure, snapshot, start, status, stop
 from exectrace.capture import tracing
 from exectrace.errors import ExectraceConfigError, ExectraceError
 from exectrace.reader import (
@@ -52,6 +52,7 @@ __all__ = [
     "read",
     "region",
     "start",
+    "snapshot",
     "status",
     "stop",
     "task",

@@ -1,12 +1,13 @@
 """Tracing without a code change: started from ``exectrace-autostart.pth``.
 
 Installing exectrace puts ``exectrace-autostart.pth`` in site-packages. At
-every interpreter start it looks up one variable, ``EXECTRACE_INTERVAL``
-(the one that turns tracing on; about 1 us, nothing imported), and only when
-it is set imports this module, which reads every ``EXECTRACE_*`` variable
-and starts the controller:
+every interpreter start it looks up two variables, ``EXECTRACE_INTERVAL``
+and ``EXECTRACE_FLIGHT_RECORDER`` (the ones that turn tracing on; about 1 us,
+nothing imported), and only when one is set imports this module, which reads
+every ``EXECTRACE_*`` variable and starts the controller:
 
     EXECTRACE_INTERVAL=15m EXECTRACE_DURATION=10s python app.py
+    EXECTRACE_FLIGHT_RECORDER=30s EXECTRACE_SNAPSHOT_SIGNAL=SIGUSR2 python app.py
 
 A bad value never breaks the application: tracing stays off and one warning
 naming the variable goes to stderr (or the ``exectrace`` logger).
@@ -22,6 +23,7 @@ from exectrace.errors import ExectraceConfigError
 from exectrace.settings import SETTINGS, from_env, unknown_env_vars
 
 INTERVAL_VAR = SETTINGS["interval"].env
+FLIGHT_VAR = SETTINGS["flight_recorder"].env
 
 
 def start_from_env(environ: Mapping[str, str]) -> bool:
@@ -34,9 +36,9 @@ def start_from_env(environ: Mapping[str, str]) -> bool:
         warn(f"{e}; tracing stays off")
         return False
     if not settings.enabled:
-        if given and INTERVAL_VAR not in given:
+        if given and INTERVAL_VAR not in given and FLIGHT_VAR not in given:
             warn(f"{', '.join(given)} set but {INTERVAL_VAR} is not: tracing stays off "
-                 f"(set e.g. {INTERVAL_VAR}=15m)")
+                 f"(set e.g. {INTERVAL_VAR}=15m, or {FLIGHT_VAR}=30s for a flight recorder)")
         return False
     start_controller(settings)
     return True

@@ -472,6 +472,8 @@ def summarize(trace: Trace, top: int = 20, slow_step_ns: Optional[int] = None,
             "records_lost": meta.records_lost,
             "truncated": bool(meta.get("window.truncated", False)),
             "closed_by": _meta_value(meta.get("window.closed_by")),
+            "snapshot_reason": _meta_value(meta.get("snapshot.reason")),
+            "flight_recorder_bound": _meta_value(meta.get("flight_recorder.bound")),
             "slices": n,
             "damage": trace.damage,
             "since_s": _seconds(lo - meta.start_ns),
@@ -708,6 +710,10 @@ def format_text(summary: dict[str, Any], top: int = 10) -> str:
         f"records  {w['slices']} slices, {w['records_lost']} lost, mode {w.get('mode', 'calls')}"
         + (", truncated (closed by " + str(w["closed_by"]) + ")" if w["truncated"] else ""),
     ]
+    if w.get("closed_by") == "snapshot":
+        reason = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(w.get("snapshot_reason")))[:200]
+        lines.append(f"snapshot {reason!s} (flight recorder; the span was bounded by "
+                     f"{w.get('flight_recorder_bound')})")
     if w.get("damage"):
         lines.append(f"damaged  {w['damage']} (showing what is readable)")
     if w.get("files"):

@@ -4,6 +4,7 @@
     exectrace.configure(interval="1m")   # takes effect now
     exectrace.status()["files"]
     exectrace.stop()                     # writes the window in progress
+    exectrace.snapshot("slow checkout")  # flight recorder: write the last `flight_recorder`
 
 Settings are layered defaults -> environment (EXECTRACE_*) -> these calls;
 a bad value raises ExectraceConfigError naming the setting and an example.
@@ -12,7 +13,7 @@ a bad value raises ExectraceConfigError naming the setting and an example.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Optional
 
 from exectrace import _annotate
 from exectrace import controller as _controller
@@ -45,6 +46,18 @@ def configure(**settings: Any) -> None:
 def stop() -> None:
     """Stops tracing: the window in progress is closed and written."""
     _controller.stop_controller("stop")
+
+
+def snapshot(reason: str) -> Optional[str]:
+    """Writes what the flight recorder holds of the past (the last
+    `flight_recorder`) as a trace file in `dump_dir`, with `reason` in its
+    metadata. Returns the file's path (written shortly after, by a background
+    thread: this call never waits for the write), or None: no flight recorder
+    running, a snapshot already in progress (this call is coalesced into it),
+    or within `snapshot_cooldown` of the last one (status()["next_snapshot_in"]
+    says when the next is allowed). Safe from any thread, asyncio code and
+    signal handlers; never raises."""
+    return _controller.snapshot(reason)
 
 
 def status() -> dict[str, Any]:

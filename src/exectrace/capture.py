@@ -16,7 +16,7 @@ import platform
 import socket
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
@@ -229,12 +229,23 @@ class Window:
     thread_names: dict[int, str] = field(default_factory=dict)
     sampler: Optional[CounterSampler] = None
     stack_sampler: Optional[StackSampler] = None
+    #: a flight recorder's: the names noted at the compaction before last
+    previous_names: dict[int, str] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, settings: Settings) -> Window:
+    def open(cls, settings: Settings, keep_ns: int = 0,
+             on_sample: Optional[Callable[[int, dict[str, float]], None]] = None,
+             trigger_interval: int = 0) -> Window:
+        """keep_ns > 0: a flight recorder's continuous window (its counters
+        keep the last keep_ns); on_sample: its resource triggers, sampled at
+        least every trigger_interval ns."""
         window = cls(settings, thread_names=_names.thread_name_snapshot())
-        if settings.counters_interval > 0:
-            window.sampler = CounterSampler(settings.counters_interval)
+        if settings.counters_interval > 0 or on_sample is not None:
+            interval = settings.counters_interval
+            if trigger_interval and (interval <= 0 or interval > trigger_interval):
+                interval = trigger_interval
+            window.sampler = CounterSampler(interval, keep_ns=keep_ns,
+                                            record=settings.counters_interval > 0, on_sample=on_sample)
             window.sampler.start()
         if settings.mode == "events" and settings.sample_interval > 0:
             window.stack_sampler = StackSampler(settings.sample_interval)
@@ -282,6 +293,10 @@ class ClosedWindow:
     counters: Samples = field(default_factory=list)
     #: what encode() added besides calls: asyncio tasks and steps, user tasks, logs
     extras_stats: dict[str, int] = field(default_factory=dict)
+    #: the file's name when chosen ahead (a snapshot's, returned by snapshot())
+    name: Optional[str] = None
+    #: more metadata: a flight recorder's (snapshot.reason, flight_recorder.bound, ...)
+    extra_meta: list[tuple[str, Any]] = field(default_factory=list)
 
     def metadata(self) -> list[tuple[str, Any]]:
         capture = self.capture
@@ -309,6 +324,7 @@ class ClosedWindow:
             ("recorder.clock", "tsc" if capture.used_ticks else "monotonic"),
             ("recorder.compressor", _compressor_name() if self.settings.compress else "none"),
         ]
+        meta += self.extra_meta
         meta += [(f"{k}", v) for k, v in sorted(self.extras_stats.items())]
         meta += [(f"settings.{k}", v) for k, v in self.settings.as_display_dict().items()]
         return meta

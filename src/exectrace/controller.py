@@ -31,10 +31,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-from exectrace import _tracecore, dumpstore, locks
+from exectrace import _names, _tracecore, dumpstore, flight, locks
 from exectrace.capture import ClosedWindow, Window, utc_iso
 from exectrace.schedule import CLOSE, OPEN, Schedule
-from exectrace.settings import Settings
+from exectrace.settings import SETTINGS, WINDOW, Settings, format_duration
 
 logger = logging.getLogger("exectrace")
 
@@ -45,6 +45,13 @@ MAX_PENDING_WRITES = 2
 EXIT_WRITE_TIMEOUT = 10.0
 #: The same warning is repeated at most this often.
 WARNING_INTERVAL = 60.0
+#: Flight recorder: the recording capture is compacted this often (at least
+#: flight_recorder apart: what is compacted away is older than that).
+COMPACT_INTERVAL = 10.0
+#: Flight recorder: how long after a failed start the recorder is retried.
+FLIGHT_RETRY = 10.0
+#: Counters sampling for the resource triggers when counters_interval is 0.
+TRIGGER_SAMPLE_INTERVAL_NS = 100_000_000
 
 
 def warn(message: str) -> None:
@@ -103,6 +110,27 @@ class Controller:
         self.records_lost = 0
         self.last_file: Optional[str] = None
         self.last_error: Optional[str] = None
+        # flight recorder (docs/flight-recorder.md)
+        self._flight: Optional[Window] = None  # the continuous window
+        self._flight_failed_at: Optional[float] = None
+        self._virtual_start: Optional[int] = None  # a scheduled window cut from the ring
+        self._last_compact = time.monotonic()
+        self._snap_gate = threading.Lock()  # only ever tried without blocking
+        self._name_lock = threading.Lock()
+        self._snap_request: Optional[tuple[str, str, float]] = None  # reason, name, wall time
+        self._snap_busy = False  # a snapshot accepted and not yet written
+        self._next_snapshot_at = 0.0  # time.monotonic(): none accepted before
+        self._wake_r = self._wake_w = -1  # the snapshot thread's pipe, made with the thread
+        self._snapshotter: Optional[threading.Thread] = None
+        self._signal_trigger: Optional[flight.SignalTrigger] = None
+        self._gc_trigger: Optional[flight.GCPauseTrigger] = None
+        self._state_file: Optional[str] = None
+        self.snapshots_written = 0
+        self.snapshots_refused = 0
+        self.last_snapshot_reason: Optional[str] = None
+        self.last_snapshot_file: Optional[str] = None
+        self.compactions = 0
+        self.last_compaction: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- API
     def start(self) -> None:
@@ -111,6 +139,7 @@ class Controller:
                 return
             self._running = True
             self._schedule.enable(self._clock())
+            self._flight_step()  # a flight recorder records from the start() call on (after _running)
             self._scheduler = self._spawn(self._run_scheduler, "exectrace-scheduler")
             self._writer = self._spawn(self._run_writer, "exectrace-writer")
 
@@ -118,9 +147,16 @@ class Controller:
         started = threading.Event()
 
         def body() -> None:
-            _tracecore.ignore_thread(threading.get_ident())
+            ident = threading.get_ident()
+            _tracecore.ignore_thread(ident)
             started.set()
-            target()
+            try:
+                target()
+            finally:  # at most 8 threads are ignored: a thread that ends frees its place
+                try:
+                    _tracecore.ignore_thread(ident, False)
+                except Exception:
+                    pass
 
         thread = threading.Thread(target=body, name=name, daemon=True)
         thread.start()
@@ -142,6 +178,13 @@ class Controller:
             if changed & {"dump_dir", "total_dump_size_limit"}:
                 self._pending_ready.notify_all()  # the writer collects again
                 self._collect_requested = True
+            if changed & ({"flight_recorder", "snapshot_on_slow_step", "slow_step", "snapshot_gc_pause",
+                           "snapshot_rss", "snapshot_cpu", "snapshot_cpu_span"}
+                          | {n for n, s in SETTINGS.items() if s.scope == WINDOW}):
+                self._restart_flight()  # the ring starts over with the new settings
+                self._flight_step()
+            if changed & {"snapshot_cooldown"}:
+                self._next_snapshot_at = 0.0
             self._wake.notify_all()
 
     def stop(self, reason: str = "stop", timeout: float = EXIT_WRITE_TIMEOUT) -> None:
@@ -152,12 +195,21 @@ class Controller:
                 return
             self._running = False
             self._close_window(reason)
+            self._close_flight()
             self._wake.notify_all()
             self._pending_ready.notify_all()
+        self._poke(b"q")
+        if self._state_file is not None:
+            flight.remove_state(os.getpid())
+            self._state_file = None
         deadline = time.monotonic() + timeout
-        for thread in (self._scheduler, self._writer):
+        for thread in (self._scheduler, self._writer, self._snapshotter):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            if self._snapshotter is not None and not self._snapshotter.is_alive():
+                self._snapshotter = None
+                self._close_pipe()
         # A writer that did not finish in time leaves its window; what is
         # still queued is written here.
         while True:
@@ -177,10 +229,20 @@ class Controller:
                 files, used = dumpstore.usage(directory)
             except OSError:
                 files, used = 0, 0
+            flight_on = self._flight is not None
+            next_snapshot = max(0.0, self._next_snapshot_at - time.monotonic())
             return {
                 "enabled": self._running and self.settings.enabled,
                 "settings": self.settings.as_display_dict(),
-                "window_open": self._window is not None,
+                "window_open": self._window is not None or self._virtual_start is not None,
+                "flight_recorder": flight_on,
+                "next_snapshot_in": (next_snapshot if flight_on and not self._snap_busy else None),
+                "snapshots_written": self.snapshots_written,
+                "snapshots_refused": self.snapshots_refused,
+                "last_snapshot_reason": self.last_snapshot_reason,
+                "last_snapshot_file": self.last_snapshot_file,
+                "compactions": self.compactions,
+                "last_compaction": dict(self.last_compaction),
                 "window_started": (utc_iso(int(self._window_started_wall * 1e9), "milliseconds")
                                    if self._window and self._window_started_wall else None),
                 "next_window_in": (max(0, wake - now) / 1e9) if wake is not None and self._running else None,
@@ -209,10 +271,13 @@ class Controller:
                 if not self._running:
                     break
                 timeout = None if wake is None else max(0.0, (wake - self._clock()) / 1e9)
+                if self.settings.flight_recorder > 0:  # compaction, retries
+                    timeout = min(timeout, 1.0) if timeout is not None else 1.0
                 if timeout is None or timeout > 0:
                     self._wake.wait(timeout)
 
     def _step(self) -> None:
+        self._flight_step()
         now = self._clock()
         action = self._schedule.due(now)
         if action == CLOSE:
@@ -224,6 +289,11 @@ class Controller:
 
     def _open_window(self, now: int) -> None:
         self._schedule.opened(now)
+        if self._flight is not None:
+            # the flight recorder records anyway: this window is cut from its ring
+            self._virtual_start = now
+            self._close_reason = "schedule"
+            return
         if len(self._pending) >= MAX_PENDING_WRITES:
             # The writer is behind (a busy or overloaded process): skip this
             # window rather than make the application pay for recording one
@@ -247,6 +317,9 @@ class Controller:
 
     def _close_window(self, reason: str) -> None:
         """Closes the open window (if any) and queues it for the writer."""
+        if self._virtual_start is not None:
+            self._close_virtual(reason)
+            return
         window = self._window
         if window is None:
             return
@@ -295,7 +368,7 @@ class Controller:
         gc_error: Optional[BaseException] = None
         try:
             data = closed.encode()
-            name = self._unique_name(closed.capture.stop_realtime_ns)
+            name = closed.name or self._unique_name(closed.capture.stop_realtime_ns)
             try:  # written and collected in one step (see dumpstore.write)
                 path = dumpstore.write(directory, name, data, limit=settings.total_dump_size_limit)
             except dumpstore.CollectError as e:
@@ -308,7 +381,12 @@ class Controller:
         finally:
             lost = closed.capture.records_lost if closed.capture is not None else 0
             closed.release()
+            if closed.closed_by == "snapshot":
+                self._snap_busy = False
         with self._lock:
+            if closed.closed_by == "snapshot":
+                self.snapshots_written += 1
+                self.last_snapshot_file = path
             self.windows_written += 1
             self.records_lost += lost
             self.last_file = path
@@ -338,6 +416,10 @@ class Controller:
     def _unique_name(self, end_realtime_ns: int) -> str:
         """The file name for a window; never the name of an earlier window of
         this process (two windows ending in the same millisecond)."""
+        with self._name_lock:
+            return self._unique_name_locked(end_realtime_ns)
+
+    def _unique_name_locked(self, end_realtime_ns: int) -> str:
         pid = os.getpid()
         name = dumpstore.file_name(end_realtime_ns, pid)
         while name <= self._last_name:
@@ -349,6 +431,246 @@ class Controller:
     def _fault(self, key: str, message: str) -> None:
         self.last_error = message
         self._warnings(key, message)
+
+    # ------------------------------------------------------ flight recorder
+    def snapshot(self, reason: str) -> Optional[str]:
+        """Asks for a snapshot of the flight recorder's ring; returns the path
+        the file will have, or None (no flight recorder, a snapshot already
+        accepted and not yet written, or the cooldown). Takes no lock another
+        thread may hold for long and never waits: safe from any thread,
+        asyncio code and signal handlers. The copy and the write are done by
+        the snapshot and writer threads."""
+        if not self._running or self._flight is None:
+            return None
+        text = reason if isinstance(reason, str) else str(reason)  # may raise: before any state changes
+        now = time.monotonic()
+        if self._snap_busy or now < self._next_snapshot_at:
+            self.snapshots_refused += 1
+            return None
+        if not self._snap_gate.acquire(blocking=False):
+            self.snapshots_refused += 1  # another caller is accepting one right now
+            return None
+        try:
+            if self._snap_busy or now < self._next_snapshot_at:
+                self.snapshots_refused += 1
+                return None
+            # only the writer holds _name_lock, and only for a few lines
+            if not self._name_lock.acquire(timeout=1.0):
+                return None
+            try:
+                wall = time.time_ns()
+                name = self._unique_name_locked(wall)
+            finally:
+                self._name_lock.release()
+            self._snap_busy = True
+            self._next_snapshot_at = now + self.settings.snapshot_cooldown / 1e9
+            self._snap_request = (text, name, wall / 1e9)
+            path = os.path.join(os.path.abspath(self.settings.dump_dir), name)
+        finally:
+            self._snap_gate.release()
+        fd = self._wake_w
+        if fd >= 0:
+            # not os.write: it would release the GIL, and the snapshot thread,
+            # woken, could take it for the copy before this call returns
+            _tracecore.poke(fd)
+        return path
+
+    def _poke(self, what: bytes) -> None:
+        fd = self._wake_w
+        if fd < 0:
+            return
+        try:
+            os.write(fd, what)
+        except OSError:  # full (a wake-up is pending anyway)
+            pass
+
+    def _ensure_snapshotter(self) -> None:
+        """The snapshot thread and its pipe, made when a flight recorder starts."""
+        if self._snapshotter is not None and self._snapshotter.is_alive():
+            return
+        if self._wake_r < 0:
+            self._wake_r, self._wake_w = _pipe()
+        self._snapshotter = self._spawn(self._run_snapshotter, "exectrace-snapshot")
+
+    def _close_pipe(self) -> None:
+        r, w = self._wake_r, self._wake_w
+        self._wake_r = self._wake_w = -1  # never written again: the numbers may be reused
+        for fd in (r, w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def _run_snapshotter(self) -> None:
+        fd = self._wake_r
+        while True:
+            try:
+                data = os.read(fd, 256)
+            except InterruptedError:
+                continue
+            except OSError:
+                return
+            if not data or (b"q" in data and not self._running) or self._wake_r != fd:
+                return
+            if b"s" in data and self.settings.snapshot_on_slow_step:
+                self.snapshot(f"slow asyncio step (slow_step {format_duration(self.settings.slow_step)})")
+                self._arm_slow_step()
+            request = self._snap_request
+            if request is not None:
+                self._snap_request = None
+                try:
+                    self._take_snapshot(*request)
+                except Exception as e:
+                    self._snap_busy = False
+                    self._fault("snapshot", f"could not take a snapshot: {e!r}")
+
+    def _take_snapshot(self, reason: str, name: str, wall: float) -> None:
+        with self._lock:
+            window = self._flight
+            settings = self.settings
+            if window is None:
+                self._snap_busy = False
+                return
+            span = settings.flight_recorder
+            started = time.perf_counter_ns()
+            capture, info = _tracecore.flight_copy(span)
+            copy_ns = time.perf_counter_ns() - started
+            window.note_thread_names()
+            counters = window.sampler.recent(span) if window.sampler is not None and window.sampler.record else []
+            closed = ClosedWindow(capture, settings, window.hook, dict(window.thread_names),
+                                  counters=counters, closed_by="snapshot", name=name)
+            closed.extra_meta = _flight_meta(info, span, copy_ns) + [
+                ("snapshot.reason", reason),
+                ("snapshot.requested", utc_iso(int(wall * 1e9))),
+                ("snapshot.requested_realtime_ns", int(wall * 1e9)),
+            ]
+            self.last_snapshot_reason = reason
+            self._pending.append(closed)  # never dropped: the cooldown bounds them
+            self._pending_ready.notify_all()
+
+    def _close_virtual(self, reason: str) -> None:
+        """The scheduled window of a flight recorder: its span cut from the ring."""
+        start = self._virtual_start
+        self._virtual_start = None
+        now = self._clock()
+        self._schedule.closed(now)
+        window = self._flight
+        if window is None or start is None:
+            return
+        try:
+            span = max(1, now - start)
+            capture, info = _tracecore.flight_copy(span)
+        except Exception as e:
+            self._fault("close", f"could not cut the window from the flight recorder: {e}")
+            return
+        window.note_thread_names()
+        counters = window.sampler.recent(span) if window.sampler is not None and window.sampler.record else []
+        closed = ClosedWindow(capture, self.settings, window.hook, dict(window.thread_names),
+                              counters=counters, closed_by=reason, truncated=reason != "schedule")
+        closed.extra_meta = _flight_meta(info, span, 0)
+        if len(self._pending) >= MAX_PENDING_WRITES:
+            closed.release()
+            self.windows_skipped += 1
+            return
+        self._pending.append(closed)
+        self._pending_ready.notify_all()
+
+    def _flight_step(self) -> None:
+        """Opens the flight recorder's window when it should record, compacts it."""
+        settings = self.settings
+        if settings.flight_recorder <= 0 or not self._running:
+            if self._flight is not None:
+                self._close_flight()
+            return
+        if self._flight is None:
+            if self._flight_failed_at is not None and time.monotonic() - self._flight_failed_at < FLIGHT_RETRY:
+                return
+            self._open_flight()
+            return
+        if time.monotonic() - self._last_compact >= max(COMPACT_INTERVAL, settings.flight_recorder / 1e9):
+            self._compact()
+
+    def _keep_ns(self) -> int:
+        settings = self.settings
+        keep = settings.flight_recorder
+        if settings.interval > 0:
+            keep = max(keep, settings.duration)
+        return keep
+
+    def _open_flight(self) -> None:
+        settings = self.settings
+        triggers = flight.ResourceTriggers(settings, self.snapshot)
+        try:
+            self._ensure_snapshotter()
+        except Exception as e:
+            self._flight_failed_at = time.monotonic()
+            self._fault("open", f"could not start the flight recorder: {e}")
+            return
+        try:
+            window = Window.open(settings, keep_ns=self._keep_ns() + 1_000_000_000,
+                                 on_sample=triggers if triggers.active else None,
+                                 trigger_interval=TRIGGER_SAMPLE_INTERVAL_NS if triggers.active else 0)
+        except Exception as e:
+            self._flight_failed_at = time.monotonic()
+            self._fault("open", f"could not start the flight recorder: {e}")
+            return
+        self._flight = window
+        self._flight_failed_at = None
+        self._last_compact = time.monotonic()
+        self._arm_slow_step()
+        if settings.snapshot_gc_pause > 0:
+            self._gc_trigger = flight.GCPauseTrigger(settings.snapshot_gc_pause, self.snapshot)
+            self._gc_trigger.install()
+        if self.last_error is not None and self.last_error.startswith("could not start the flight"):
+            self.last_error = None
+
+    def _arm_slow_step(self) -> None:
+        settings = self.settings
+        try:
+            _tracecore.flight_arm_slow_step(self._wake_w if settings.snapshot_on_slow_step else -1,
+                                            settings.slow_step)
+        except Exception:
+            pass
+
+    def _close_flight(self) -> None:
+        """Stops the flight recorder; what its ring holds is dropped unwritten
+        (a scheduled window cut from it is written first)."""
+        if self._virtual_start is not None:
+            self._close_virtual(self._close_reason if self._running else "stop")
+        if self._gc_trigger is not None:
+            self._gc_trigger.uninstall()
+            self._gc_trigger = None
+        window = self._flight
+        self._flight = None
+        if window is None:
+            return
+        try:
+            window.close().release()
+        except Exception as e:
+            self._fault("close", f"could not stop the flight recorder: {e}")
+
+    def _restart_flight(self) -> None:
+        if self._flight is not None:
+            self._close_flight()
+        self._flight_failed_at = None
+
+    def _compact(self) -> None:
+        self._last_compact = time.monotonic()
+        started = time.perf_counter_ns()
+        try:
+            info = _tracecore.flight_compact(self._keep_ns())
+        except Exception as e:
+            self._fault("compact", f"could not compact the flight recorder: {e!r}")
+            return
+        info["pause_ms"] = (time.perf_counter_ns() - started) / 1e6
+        self.compactions += 1
+        self.last_compaction = info
+        window = self._flight
+        if window is not None:  # names of threads gone for two compactions are dropped
+            current = _names_now()
+            window.thread_names = {**window.previous_names, **current}
+            window.previous_names = current
 
     # ----------------------------------------------------------- processes
     def drop_after_fork(self) -> None:
@@ -365,6 +687,39 @@ class Controller:
         self._schedule = Schedule(self.settings.interval, self.settings.duration)
         self._last_name = ""
         self._collect_requested = False
+        # the recorder dropped its capture (after_fork_child): the child starts its own ring
+        self._flight = None
+        self._virtual_start = None
+        self._gc_trigger = None
+        self._snap_gate = threading.Lock()
+        self._name_lock = threading.Lock()
+        self._snap_request = None
+        self._snap_busy = False
+        self._next_snapshot_at = 0.0
+        self._snapshotter = None
+        self._close_pipe()  # the parent's thread is gone; a new pipe comes with a new thread
+        self._state_file = None
+
+
+def _pipe() -> tuple[int, int]:
+    """The snapshot thread's wake-up pipe: writes never block (a full pipe
+    already has a wake-up pending)."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    return r, w
+
+
+def _names_now() -> dict[int, str]:
+    return _names.thread_name_snapshot()
+
+
+def _flight_meta(info: dict[str, Any], span_ns: int, copy_ns: int) -> list[tuple[str, Any]]:
+    return [
+        ("flight_recorder.span", format_duration(span_ns)),
+        ("flight_recorder.bound", info["bound"]),
+        ("flight_recorder.copy_ms", round(copy_ns / 1e6, 3)),
+        ("flight_recorder.records_retained", info["records_in"]),
+    ]
 
 
 _malloc_trim: Any = None
@@ -440,11 +795,47 @@ def start_controller(settings: Settings) -> Controller:
         _apply_trace_locks(settings)
         if _controller is not None and _controller._running:
             _controller.configure(settings)
+            _apply_snapshot_signal(_controller)
             return _controller
         _controller = Controller(settings)
         _controller.start()
         _install_sigterm()
+        _apply_snapshot_signal(_controller)
         return _controller
+
+
+def snapshot(reason: str) -> Optional[str]:
+    """exectrace.snapshot(): see Controller.snapshot."""
+    controller = _controller
+    if controller is None:
+        return None
+    try:
+        return controller.snapshot(reason)
+    except Exception:  # never raises into the application
+        return None
+
+
+def _apply_snapshot_signal(controller: Controller) -> None:
+    """Installs (or removes) the snapshot signal's handler and the state file
+    `exectrace snapshot PID` reads, as the settings say."""
+    settings = controller.settings
+    wanted = settings.snapshot_signal if settings.flight_recorder > 0 else ""
+    trigger = controller._signal_trigger
+    if trigger is not None and trigger.name != wanted:
+        trigger.uninstall()
+        controller._signal_trigger = trigger = None
+    if wanted and trigger is None:
+        trigger = flight.SignalTrigger(wanted, snapshot)
+        problem = trigger.install()
+        if problem is not None:
+            warn(problem)
+        else:
+            controller._signal_trigger = trigger
+    if controller._signal_trigger is not None:
+        controller._state_file = flight.write_state(os.getpid(), settings)
+    elif controller._state_file is not None:
+        flight.remove_state(os.getpid())
+        controller._state_file = None
 
 
 def _apply_trace_locks(settings: Settings) -> None:
@@ -461,6 +852,9 @@ def stop_controller(reason: str = "stop") -> None:
         controller = _controller
     if controller is not None:
         controller.stop(reason)
+        if controller._signal_trigger is not None:
+            controller._signal_trigger.uninstall()
+            controller._signal_trigger = None
     locks.uninstall()
     _uninstall_sigterm()
 
@@ -516,6 +910,8 @@ def _after_fork_child() -> None:
     if was_running:
         try:
             controller.start()
+            if controller._signal_trigger is not None:  # the handler is inherited
+                controller._state_file = flight.write_state(os.getpid(), controller.settings)
         except Exception as e:
             warn(f"could not restart tracing after fork: {e!r}")
         _register_multiprocessing_exit(controller)

@@ -15,6 +15,7 @@ The file gets one Perfetto counter track per counter.
 
 from __future__ import annotations
 
+import bisect
 import gc
 import os
 import sys
@@ -29,8 +30,18 @@ Samples = list[tuple[str, str, list[tuple[int, float]]]]
 
 
 class CounterSampler:
-    def __init__(self, interval_ns: int) -> None:
+    """keep_ns > 0 (a flight recorder's continuous window): samples older than
+    keep_ns are dropped as new ones come, and recent() copies the last ones.
+    record=False: no samples are kept at all (only on_sample sees them: the
+    flight recorder's triggers without counters in the files). on_sample(now,
+    {name: value}) is called after each sample, on the sampler's thread."""
+
+    def __init__(self, interval_ns: int, keep_ns: int = 0, record: bool = True,
+                 on_sample: Optional[Callable[[int, dict[str, float]], None]] = None) -> None:
         self.interval_s = max(interval_ns, 1_000_000) / 1e9  # at most 1000 samples/s
+        self.keep_ns = keep_ns
+        self.record = record
+        self.on_sample = on_sample
         self._stop = threading.Event()
         self._go = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -65,11 +76,35 @@ class CounterSampler:
 
     def sample(self) -> None:
         now = time.monotonic_ns()
+        current: dict[str, float] = {}
         for name, _unit, read in self._readers:
             try:
-                self._values[name].append((now, float(read())))
+                current[name] = float(read())
             except (OSError, ValueError, IndexError):
                 pass  # a counter that cannot be read is left out, never an error
+        if self.record:
+            for name, value in current.items():
+                values = self._values[name]
+                values.append((now, value))
+                # drop a batch at a time: a slice, not one pop(0) per sample
+                if self.keep_ns and now - values[0][0] > self.keep_ns + 1_000_000_000:
+                    cut = bisect.bisect_left(values, (now - self.keep_ns, float("-inf")))
+                    del values[:cut]
+        if self.on_sample is not None:
+            try:
+                self.on_sample(now, current)
+            except Exception:  # a trigger's fault never stops the sampler
+                pass
+
+    def recent(self, span_ns: int) -> Samples:
+        """Copies of the samples of the last span_ns (safe while sampling)."""
+        since = time.monotonic_ns() - span_ns
+        out: Samples = []
+        for name, unit, _r in self._readers:
+            values = list(self._values[name])
+            cut = bisect.bisect_left(values, (since, float("-inf")))
+            out.append((name, unit, values[cut:]))
+        return out
 
     def _run(self) -> None:
         _tracecore.ignore_thread(threading.get_ident())

@@ -37,7 +37,6 @@ __all__ = [
     "Bool",
     "Choice",
     "Duration",
-    "HostName",
     "Int",
     "Kind",
     "Path",
@@ -45,7 +44,11 @@ __all__ = [
     "Setting",
     "Settings",
     "Size",
+    "FLIGHT",
+    "HostName",
+    "Ratio",
     "SCHEDULE",
+    "SignalName",
     "WINDOW",
     "defaults",
     "format_duration",
@@ -512,6 +515,73 @@ def safe_host_name(name: str) -> str:
     return safe or "localhost"
 
 
+class Ratio(Kind[float]):
+    """A non-negative fraction: "0.9", "90%", 1.5 (of a CPU core, say)."""
+
+    what = "a fraction"
+    stored_what = "a float"
+
+    @property
+    def hint(self) -> str:
+        return "(a number like 0.9 or a percentage like 90%)"
+
+    def parse_text(self, text: str) -> float:
+        s = text.strip()
+        scale = 1.0
+        if s.endswith("%"):
+            s, scale = s[:-1].strip(), 0.01
+        if not re.fullmatch(rf"{_NUMBER}(?:[eE][+-]?[0-9]+)?", s):
+            raise _Invalid()
+        return self._check(float(s) * scale)
+
+    def parse_api(self, value: object) -> float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise _Invalid()
+        return self._check(float(value))
+
+    @staticmethod
+    def _check(value: float) -> float:
+        if not math.isfinite(value):
+            raise _Invalid()
+        if value < 0:
+            raise _Invalid("must not be negative")
+        return value
+
+    def format(self, value: float) -> str:
+        return "0" if value == 0 else repr(value)
+
+    def is_stored(self, value: object) -> bool:
+        return isinstance(value, float) and math.isfinite(value) and value >= 0
+
+
+#: Signals a snapshot may be asked with: ones no runtime uses for itself.
+SNAPSHOT_SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGHUP", "SIGQUIT", "SIGWINCH")
+
+
+class SignalName(Kind[str]):
+    """A signal name ("SIGUSR2", "usr2") or "" for none."""
+
+    what = "a signal name"
+    stored_what = "a str"
+
+    @property
+    def hint(self) -> str:
+        return "(one of: " + ", ".join(SNAPSHOT_SIGNALS) + ", or empty for none)"
+
+    def parse_text(self, text: str) -> str:
+        s = text.strip().upper()
+        if s in ("", "0", "NONE", "OFF"):
+            return ""
+        if not s.startswith("SIG"):
+            s = "SIG" + s
+        if s not in SNAPSHOT_SIGNALS:
+            raise _Invalid()
+        return s
+
+    def is_stored(self, value: object) -> bool:
+        return value == "" or value in SNAPSHOT_SIGNALS
+
+
 # ---------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------
@@ -520,6 +590,7 @@ def safe_host_name(name: str) -> str:
 #: A setting's scope: what it applies to.
 SCHEDULE = "schedule"  # the automatic tracer's schedule and dump directory
 WINDOW = "window"  # what one trace window records and how its file is written
+FLIGHT = "flight"  # the flight recorder: continuous recording and its triggers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -711,6 +782,50 @@ _TABLE = (
         " snapshotted; 0: never.",
         "500ms", scope=WINDOW,
     ),
+    Setting(
+        "flight_recorder", "EXECTRACE_FLIGHT_RECORDER", Duration(), 0,
+        "Flight recorder: record continuously and keep at least this much of the past (within "
+        "buffer_size), written by snapshot() and the snapshot triggers; 0: off.",
+        "30s", scope=FLIGHT,
+    ),
+    Setting(
+        "snapshot_cooldown", "EXECTRACE_SNAPSHOT_COOLDOWN", Duration(), 600 * _SECOND,
+        "After a snapshot, further snapshots are refused for this long (they would rewrite "
+        "the same past).",
+        "1m", scope=FLIGHT,
+    ),
+    Setting(
+        "snapshot_signal", "EXECTRACE_SNAPSHOT_SIGNAL", SignalName(), "",
+        "A signal that takes a snapshot (`exectrace snapshot PID` sends it); installed only "
+        "when the application has no handler for it; empty: none.",
+        "SIGUSR2", scope=FLIGHT,
+    ),
+    Setting(
+        "snapshot_on_slow_step", "EXECTRACE_SNAPSHOT_ON_SLOW_STEP", Bool(), False,
+        "Take a snapshot when an asyncio task step holds the event loop for slow_step or more.",
+        "true", scope=FLIGHT,
+    ),
+    Setting(
+        "snapshot_rss", "EXECTRACE_SNAPSHOT_RSS", Size(), 0,
+        "Take a snapshot when the process's resident memory exceeds this; 0: never.",
+        "2GiB", scope=FLIGHT,
+    ),
+    Setting(
+        "snapshot_cpu", "EXECTRACE_SNAPSHOT_CPU", Ratio(), 0.0,
+        "Take a snapshot when the process uses more than this many CPU cores on average over "
+        "snapshot_cpu_span (an overload); 0: never.",
+        "0.9", scope=FLIGHT,
+    ),
+    Setting(
+        "snapshot_cpu_span", "EXECTRACE_SNAPSHOT_CPU_SPAN", Duration(), 3 * _SECOND,
+        "The span snapshot_cpu averages over.",
+        "10s", min=100 * _MILLISECOND, scope=FLIGHT,
+    ),
+    Setting(
+        "snapshot_gc_pause", "EXECTRACE_SNAPSHOT_GC_PAUSE", Duration(), 0,
+        "Take a snapshot when one garbage collection pauses the process this long; 0: never.",
+        "100ms", scope=FLIGHT,
+    ),
 )
 
 #: The settings table, in display order, by canonical name.
@@ -773,6 +888,14 @@ class Settings:
     min_block: int
     host: str
     slow_request: int
+    flight_recorder: int
+    snapshot_cooldown: int
+    snapshot_signal: str
+    snapshot_on_slow_step: bool
+    snapshot_rss: int
+    snapshot_cpu: float
+    snapshot_cpu_span: int
+    snapshot_gc_pause: int
 
     def __post_init__(self) -> None:
         for name, setting in SETTINGS.items():
@@ -783,8 +906,9 @@ class Settings:
 
     @property
     def enabled(self) -> bool:
-        """Whether the automatic tracer opens windows: interval 0 turns it off."""
-        return interval_enables(self.interval)
+        """Whether the automatic tracer records: windows on a schedule (an
+        interval > 0), or continuously (a flight recorder)."""
+        return interval_enables(self.interval) or self.flight_recorder > 0
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied; values are in stored form (as :meth:`as_dict`).
@@ -917,7 +1041,7 @@ def markdown_table() -> str:
         bounds = s.bounds_text()
         if bounds:
             meaning += f" {bounds[0].upper()}{bounds[1:]}."
-        if s.scope == SCHEDULE:
+        if s.scope in (SCHEDULE, FLIGHT):
             meaning += " Automatic tracer only."
         if s.aliases:
             meaning += " Also accepted as " + ", ".join(f"`{a}`" for a in s.aliases) + "."

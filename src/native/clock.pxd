@@ -6,3 +6,5 @@ cdef extern from "clock.h":
         int64_t ticks
         int64_t mono_ns
     int ET_HAVE_TICKS
+    int64_t et_read_ticks() nogil
+    int64_t et_monotonic_ns() nogil

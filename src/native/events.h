@@ -843,11 +843,18 @@ static PyObject *et_make_wrapper(PyObject *func, PyObject *named_after)
 
 /* ------------------------------------------------------------ the sampler */
 
+/* The newest entry of the thread: idents are reused as soon as a thread ends,
+ * so older entries with the same ident can be threads that ended (their OS
+ * thread id tells them apart where it is known). */
 static et_thread *et_thread_by_ident(et_capture *c, uint64_t ident, uint64_t native_id)
 {
-    for (uint32_t i = 0; i < c->n_threads; i++) {
-        if (c->threads[i]->ident == ident) {
-            return c->threads[i];
+    for (uint32_t i = c->n_threads; i-- > 0;) {
+        et_thread *t = c->threads[i];
+        if (t->ident == ident) {
+            if (native_id == 0 || t->native_id == 0 || t->native_id == native_id) {
+                return t;
+            }
+            break; /* the newest entry of this ident is another (ended) thread */
         }
     }
     return et_thread_new(c, ident, native_id);

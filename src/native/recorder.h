@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "clock.h"
 
@@ -254,7 +255,23 @@ static struct {
     /* threads never recorded: exectrace's own background threads */
     uint64_t ignored[8];
     int n_ignored;
+    /* flight recorder: an asyncio step this long writes "s" to wake_fd - 1
+     * (once until re-armed): the controller takes a snapshot (flight.h) */
+    int64_t slow_step_ticks;
+    int wake_fd;
+    int slow_step_armed;
 } R = {0, 1};
+
+/* A slow asyncio step ended: wake the flight recorder's snapshot thread.
+ * write(2) takes no lock: safe on any thread, under the GIL or not. */
+static void et_flight_slow_step(void)
+{
+    if (R.wake_fd > 0 && R.slow_step_armed) {
+        R.slow_step_armed = 0;
+        ssize_t n = write(R.wake_fd - 1, "s", 1);
+        (void)n;
+    }
+}
 
 static ET_THREAD_LOCAL et_thread *et_tls_thread;
 static ET_THREAD_LOCAL uint64_t et_tls_epoch;
@@ -632,6 +649,10 @@ static inline void et_emit(et_thread *t, const et_frame *f, uint32_t depth, int6
     }
     if (end - start < R.min_ticks) {
         return;
+    }
+    if (ET_UNLIKELY(R.slow_step_ticks != 0) && ET_REC_KIND(f->flags & ~ET_FRAME_CORO) == ET_REC_STEP &&
+        end - start >= R.slow_step_ticks) {
+        et_flight_slow_step();
     }
     et_record *r = &R.ring[R.ring_pos];
     if (++R.ring_pos == R.ring_capacity) {

@@ -108,6 +108,11 @@ cdef extern from "recorder.h":
     struct _R:
         int active
         et_capture* cap
+        uint64_t ring_pos
+        uint64_t written
+        int64_t slow_step_ticks
+        int wake_fd
+        int slow_step_armed
         PyObject* disable
         PyObject* threading_active
     _R R

@@ -415,6 +415,8 @@ def test_table_order_and_names() -> None:
         "min_duration", "max_depth", "include", "exclude", "compress", "clock",
         "counters_interval", "slow_step", "trace_locks", "mode", "sample_interval", "min_block",
         "host", "slow_request",
+        "flight_recorder", "snapshot_cooldown", "snapshot_signal", "snapshot_on_slow_step",
+        "snapshot_rss", "snapshot_cpu", "snapshot_cpu_span", "snapshot_gc_pause",
     ]
     assert [f.name for f in dataclasses.fields(S.Settings)] == list(S.SETTINGS)
 
@@ -574,6 +576,11 @@ settings_strategy = st.builds(
     compress=st.booleans(),
     clock=st.sampled_from(["auto", "tsc", "monotonic"]),
     host=st.sampled_from(["", "web-1", "db.example.com"]),
+    flight_recorder=st.integers(0, S.MAX_DURATION_NS),
+    snapshot_signal=st.sampled_from(("",) + S.SNAPSHOT_SIGNALS),
+    snapshot_rss=st.integers(0, 2**64),
+    snapshot_cpu=st.floats(0, 1e6, allow_nan=False, allow_infinity=False),
+    snapshot_cpu_span=st.integers(100_000_000, S.MAX_DURATION_NS),
 )
 
 
@@ -584,7 +591,7 @@ def test_display_dict_reads_back_through_env(s: S.Settings) -> None:
     restored, used = S.from_env(environ)
     assert restored == s
     # An empty list displays as "", and a blank variable counts as unset.
-    assert len(used) == len(S.SETTINGS) - (not s.include) - (not s.exclude) - (not s.host)
+    assert len(used) == len(S.SETTINGS) - (not s.include) - (not s.exclude) - (not s.host) - (not s.snapshot_signal)
 
 
 # ---------------------------------------------------------------------------
@@ -685,8 +692,27 @@ def test_readme_settings_reference_is_the_table():
     assert readme[start:end].strip() == markdown_table().strip()
 
 
+def test_flight_recorder_kinds() -> None:
+    assert S.resolve(S.defaults(), snapshot_cpu="90%").snapshot_cpu == pytest.approx(0.9)
+    assert S.resolve(S.defaults(), snapshot_cpu=1.5).snapshot_cpu == 1.5
+    assert S.resolve(S.defaults(), snapshot_signal="usr2").snapshot_signal == "SIGUSR2"
+    assert S.resolve(S.defaults(), snapshot_signal="").snapshot_signal == ""
+    with pytest.raises(ExectraceConfigError, match=re.escape("invalid snapshot_signal 'SIGKILL'")):
+        S.resolve(S.defaults(), snapshot_signal="SIGKILL")
+    with pytest.raises(ExectraceConfigError, match=re.escape("invalid snapshot_cpu '-1'")):
+        S.resolve(S.defaults(), snapshot_cpu="-1")
+    with pytest.raises(ExectraceConfigError, match="like '0.9'"):
+        S.resolve(S.defaults(), snapshot_cpu="lots")
+    # a flight recorder alone turns the automatic tracer on
+    assert S.resolve(S.defaults(), flight_recorder="30s").enabled
+    assert not S.defaults().enabled
+
+
 def test_every_setting_has_a_scope() -> None:
-    assert {s.scope for s in S.SETTINGS.values()} == {S.SCHEDULE, S.WINDOW}
+    assert {s.scope for s in S.SETTINGS.values()} == {S.SCHEDULE, S.WINDOW, S.FLIGHT}
+    assert [n for n, s in S.SETTINGS.items() if s.scope == S.FLIGHT] == [
+        "flight_recorder", "snapshot_cooldown", "snapshot_signal", "snapshot_on_slow_step",
+        "snapshot_rss", "snapshot_cpu", "snapshot_cpu_span", "snapshot_gc_pause"]
     assert [n for n, s in S.SETTINGS.items() if s.scope == S.SCHEDULE] == [
         "interval", "duration", "total_dump_size_limit", "dump_dir"]
     assert S.window_settings() == [n for n, s in S.SETTINGS.items() if s.scope == S.WINDOW]

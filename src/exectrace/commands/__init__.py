@@ -22,6 +22,7 @@ _COMMANDS = [
     "diff",
     "ship",
     "fleet",
+    "snapshot",
 ]
 
 

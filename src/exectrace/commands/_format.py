@@ -13,3 +13,11 @@ def human_size(n: int) -> str:
         if value < 1024 or unit == "TiB":
             break
     return f"{value:.1f} {unit}"
+
+
+def printable(text: object, limit: int = 120) -> str:
+    """Text from a file (a snapshot's reason, say) safe to print on one line:
+    control characters escaped, at most `limit` characters."""
+    s = str(text)
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+    return out if len(out) <= limit else out[: limit - 3] + "..."

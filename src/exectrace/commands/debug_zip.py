@@ -4,7 +4,9 @@ file, to attach to a bug report (like CockroachDB's `cockroach debug zip`):
   nodes/<node>/executiontrace/<trace file>   the trace files of the dump dirs
   nodes/<node>/settings.json                 the settings in force (from the
                                              environment), the dump dirs and
-                                             what was taken from each
+                                             what was taken from each (with
+                                             what closed each file's window, and
+                                             a snapshot's reason)
   versions.json                              exectrace, Python, platform
 
 <node> is this host's name (--node to choose another). Only files exectrace
@@ -47,6 +49,7 @@ from exectrace._files import output_file
 from exectrace._version import __version__
 from exectrace.errors import ExectraceError
 from exectrace.fleet import layout
+from exectrace.reader import read_metadata
 from exectrace.settings import from_env
 
 HELP = "zip the dump dirs' trace files with settings and versions for a bug report"
@@ -162,6 +165,20 @@ def _settings_doc(dirs: list[str], taken: dict[str, list[dict[str, Any]]],
     return doc
 
 
+def _how_closed(path: str) -> dict[str, Any]:
+    """What closed the file's window, and a flight recorder snapshot's reason
+    (from its metadata; nothing when it cannot be read)."""
+    try:
+        meta = read_metadata(path)
+    except (ExectraceError, OSError, ValueError, MemoryError):
+        return {}
+    closed_by = meta.get("window.closed_by")
+    doc: dict[str, Any] = {"closed_by": closed_by if isinstance(closed_by, str) else None}
+    if closed_by == "snapshot":
+        doc["snapshot_reason"] = str(meta.get("snapshot.reason", ""))
+    return doc
+
+
 def _versions_doc() -> dict[str, Any]:
     return {
         "exectrace": __version__,
@@ -240,7 +257,8 @@ def _write_zip(f: IO[bytes], entries: list[_Entry], dirs: list[str], node: str) 
             count += 1
             total += size
             taken.setdefault(entry.directory, []).append(
-                {"name": entry.source.name, "zip_path": entry.arcname, "size": size})
+                {"name": entry.source.name, "zip_path": entry.arcname, "size": size,
+                 **_how_closed(entry.source.path)})
         _add_json(zf, f"nodes/{node}/settings.json", _settings_doc(dirs, taken, skipped))
         _add_json(zf, "versions.json", _versions_doc())
     return count, total

@@ -1,6 +1,7 @@
 """List the trace files of a dump directory, oldest first and newest last: end
 time (UTC, from the file name), pid, size, window length, slices and records
-lost (from each file's metadata), then the number of files and their total
+lost (from each file's metadata), "[snapshot: REASON]" for a flight
+recorder's snapshot, then the number of files and their total
 size against total_dump_size_limit (the newest file's setting, else the
 environment's).
 
@@ -22,7 +23,7 @@ import stat
 from typing import Any, Optional
 
 from exectrace import dumpstore
-from exectrace.commands._format import human_size
+from exectrace.commands._format import human_size, printable
 from exectrace.errors import ExectraceError
 from exectrace.fleet import layout
 from exectrace.reader import Trace, read, read_metadata
@@ -79,6 +80,8 @@ def describe(f: dumpstore.TraceFile, *, open_file: bool = True, verify: bool = F
         "records_kept": None,
         "records_lost": None,
         "total_dump_size_limit": None,
+        "closed_by": None,
+        "snapshot_reason": None,
         "damage": None,
         "error": None,
     }
@@ -116,6 +119,11 @@ def describe(f: dumpstore.TraceFile, *, open_file: bool = True, verify: bool = F
             row["total_dump_size_limit"] = parse_size(limit)
         except ValueError:
             pass
+    closed_by = meta.get("window.closed_by")
+    row["closed_by"] = closed_by if isinstance(closed_by, str) else None
+    if row["closed_by"] == "snapshot":
+        reason = meta.get("snapshot.reason")
+        row["snapshot_reason"] = str(reason) if reason is not None else ""
     row["damage"] = trace.damage if trace is not None else None
     return row
 
@@ -149,6 +157,8 @@ def _format_row(row: dict[str, Any]) -> str:
             c.rjust(w) for c, w in zip(cells[1:], _WIDTHS[1:3]))
         return f"{head}  {row['name']}  unreadable: {row['error']}"
     text = _line(_cells(row), row["name"])
+    if row["closed_by"] == "snapshot":
+        text += f"  [snapshot: {printable(row['snapshot_reason'])}]"
     if row["damage"]:
         text += f"  (damaged: {row['damage']})"
     return text
