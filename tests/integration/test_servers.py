@@ -214,15 +214,13 @@ def test_uvicorn_several_workers_starlette_mount(tmp_path):
     assert total == n
 
 
-@pytest.mark.skipif(not hasattr(exectrace, "snapshot"),
-                    reason="exectrace.snapshot() (the flight recorder) is not in this build yet; "
-                           "slow requests are logged and counted instead (tested above)")
-def test_slow_request_snapshot_names_the_route(tmp_path):  # pragma: no cover - until the flight recorder lands
+def test_slow_request_snapshot_names_the_route(tmp_path):
     require("gunicorn", "flask")
     write_apps(tmp_path)
     dump = tmp_path / "dump"
     port = free_port()
-    env = server_env(tmp_path, dump_dir=str(dump), slow_request="200ms", **ONE_WINDOW)
+    env = server_env(tmp_path, dump_dir=str(dump), slow_request="200ms", flight_recorder="30s",
+                     **ONE_WINDOW)
     with serve(gunicorn("flaskapp:app", port, "-w", "1"), tmp_path, env, port=port) as server:
         server.wait_until_traced()
         assert server.request("/slow")[0] == 200
