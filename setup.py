@@ -57,7 +57,7 @@ decode_extension = Extension(
     "exectrace._decode",
     sources=["src/exectrace/_decode.pyx"],
     include_dirs=["src/native"],
-    depends=["src/native/pbwire.h"],
+    depends=["src/native/pbwire.h", "src/native/pbwire.pxd", "src/native/perfetto_schema.h", "src/native/perfetto_schema.pxd"],
     extra_compile_args=extra_compile_args,
 )
 

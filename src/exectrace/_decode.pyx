@@ -17,31 +17,12 @@ left as it was (another part of the project owns that file).
 from cpython cimport array as carray
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
+from pbwire cimport *
 from perfetto_schema cimport *
 
 import array as _array
 import zlib as _zlib
 
-cdef extern from "pbwire.h":
-    ctypedef struct pb_reader:
-        const uint8_t* p
-        const uint8_t* end
-    ctypedef struct pb_field:
-        uint32_t number
-        uint32_t wire
-        uint64_t value
-        const uint8_t* data
-        size_t size
-    int pb_next(pb_reader* r, pb_field* f) nogil
-    pb_reader pb_sub(const pb_field* f) nogil
-    int pb_read_varint(pb_reader* r, uint64_t* out) nogil
-    enum:
-        PB_VARINT
-        PB_FIXED64
-        PB_LEN
-        PB_FIXED32
-
-# Perfetto field numbers (the same as _tracecore's)
 # Field numbers: the schema's one home for C and Cython (src/native/perfetto_schema.h)
 cdef enum:
     F_CLOCK_SNAPSHOT = PF_PACKET_CLOCK_SNAPSHOT
